@@ -1,0 +1,1 @@
+//! One cgroup interface, two backends: cgroup v2 and v1 (hybrid hosts).

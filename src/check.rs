@@ -1,0 +1,1 @@
+//! Checks over worker reports, producing results with details.

@@ -1,0 +1,9 @@
+//! One file per subcommand: its arguments and how its results are printed.
+
+pub mod explore;
+pub mod list;
+pub mod run;
+pub mod topo;
+pub mod trace;
+pub mod vm;
+pub mod workload;

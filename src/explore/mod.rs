@@ -1,0 +1,1 @@
+//! Exploration: shared memory, coverage maps, energy, split loop, recipe, replay.

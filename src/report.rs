@@ -1,0 +1,1 @@
+//! JSON report (versioned), text summary, compare.

@@ -1,0 +1,1 @@
+//! Scenarios: CgroupDef, Step, Op, HoldSpec, CpusetSpec; executor; catalog; TOML.

@@ -1,0 +1,1 @@
+//! Capture bridge: tagged captures, bounded store, event log.

@@ -1,0 +1,1 @@
+//! Tracing: ptrace event source, state machine, breakpoints, DWARF lines, lcov.

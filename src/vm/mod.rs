@@ -1,0 +1,1 @@
+//! VM mode: qemu/KVM runner, kernel discovery, initramfs, topology args, guest init.

@@ -1,0 +1,1 @@
+//! The spawn pipeline: config, spawn/handle, worker bodies, report.
