@@ -1,14 +1,202 @@
-//! `runq trace`: not built yet.
+//! `runq trace`: run a command under ptrace, print its process tree, and
+//! optionally write a JSON timeline, line coverage and an lcov file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use runq::error::RunqError;
+use runq::trace::{self, InterruptAction, SourceFilter, TraceConfig, TraceReport};
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Keep following processes after they exec another program, and cover
+    /// that program too (default: runq detaches from them at the exec).
+    #[arg(long)]
+    follow_exec: bool,
+    /// Write the process tree and the event timeline as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Measure line coverage with int3 breakpoints (needs DWARF line info:
+    /// build with -g / a debug profile).
+    #[arg(long)]
+    coverage: bool,
+    /// Write the coverage as an lcov tracefile to FILE (needs --coverage).
+    #[arg(long, value_name = "FILE")]
+    lcov: Option<PathBuf>,
+    /// Count only source files under DIR (repeatable; needs --coverage).
+    /// Default: every source file that exists here, except system headers,
+    /// the Rust toolchain and cargo registry crates.
+    #[arg(long = "source-dir", value_name = "DIR")]
+    source_dirs: Vec<PathBuf>,
+    /// What SIGINT, SIGTERM or SIGHUP to runq does to the traced tree.
+    #[arg(long, value_enum, default_value = "kill")]
+    on_interrupt: InterruptAction,
+    /// The command to run, after `--`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    Err(runq::error::RunqError::environment(
-        "this subcommand is not available in this build yet",
-    ))
+pub fn run(args: Args) -> Result<i32> {
+    let config = validate(&args)?;
+    let outcome = trace::trace(&config)?;
+
+    let exit_code = match (outcome.interrupted_by, outcome.root_status) {
+        (Some(sig), _) => 128 + sig as i32,
+        (None, Some(status)) => status.shell_code(),
+        (None, None) => 0,
+    };
+    eprint!("{}", trace::process_tree(&outcome.processes));
+    if let Some(sig) = outcome.interrupted_by {
+        let what = match config.on_interrupt {
+            InterruptAction::Kill => "killed the traced processes",
+            InterruptAction::Detach => "detached from the traced processes",
+        };
+        eprintln!("runq: interrupted by {}: {what}", sig.as_str());
+    }
+    if let Some(coverage) = &outcome.coverage {
+        eprint!("{}", coverage.summary().to_text());
+        if let Some(path) = &args.lcov {
+            std::fs::write(path, coverage.to_lcov("runq"))
+                .with_context(|| format!("writing --lcov {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.json {
+        let report = TraceReport::new(&config.argv, &outcome, exit_code);
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing --json {}", path.display()))?;
+    }
+    Ok(exit_code)
 }
 
+/// Rejects bad input before anything is spawned.
+fn validate(args: &Args) -> Result<TraceConfig> {
+    if args.lcov.is_some() && !args.coverage {
+        return Err(RunqError::bad_input(
+            "--lcov needs --coverage: add --coverage to measure line coverage",
+        ));
+    }
+    if !args.source_dirs.is_empty() && !args.coverage {
+        return Err(RunqError::bad_input(
+            "--source-dir needs --coverage: add --coverage or drop --source-dir",
+        ));
+    }
+    for (flag, path) in [("--json", &args.json), ("--lcov", &args.lcov)] {
+        if let Some(path) = path {
+            check_output_path(flag, path)?;
+        }
+    }
+    let mut include = Vec::new();
+    for dir in &args.source_dirs {
+        let canonical = dir
+            .canonicalize()
+            .ok()
+            .filter(|d| d.is_dir())
+            .ok_or_else(|| {
+                RunqError::bad_input(format!(
+                    "--source-dir {}: no such directory; pass an existing source directory",
+                    dir.display()
+                ))
+            })?;
+        include.push(canonical);
+    }
+    let program = resolve_program(&args.command[0])?;
+    let filter = SourceFilter { include };
+    if args.coverage && !args.follow_exec {
+        let lines = match trace::lines::read_image_lines(&program, &filter) {
+            Ok(lines) => lines,
+            Err(err) => {
+                return Err(RunqError::bad_input(format!(
+                    "--coverage: cannot read line information of {}: {err:#}; \
+                     pass --follow-exec to cover the programs it runs",
+                    program.display()
+                )))
+            }
+        };
+        match lines {
+            None => {
+                return Err(RunqError::bad_input(format!(
+                    "--coverage: {} has no DWARF line table; build it with -g \
+                     (or a Rust debug profile), or pass --follow-exec to cover \
+                     the programs it runs",
+                    program.display()
+                )))
+            }
+            Some(lines) if lines.sites.is_empty() => {
+                return Err(RunqError::bad_input(format!(
+                    "--coverage: no line of {} is in a source file runq counts; \
+                     check --source-dir (sources must exist on this machine)",
+                    program.display()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(TraceConfig {
+        program,
+        argv: args.command.clone(),
+        follow_exec: args.follow_exec,
+        coverage: args.coverage.then_some(filter),
+        on_interrupt: args.on_interrupt,
+    })
+}
+
+fn check_output_path(flag: &str, path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(RunqError::bad_input(format!(
+            "{flag} {}: directory {} does not exist; create it or choose another path",
+            path.display(),
+            parent.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(RunqError::bad_input(format!(
+            "{flag} {}: is a directory; give a file name",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The executable `name` refers to: a path if it has a slash, else the first
+/// executable match in PATH.
+fn resolve_program(name: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.is_empty() {
+        return Err(RunqError::bad_input(
+            "CMD is empty: give the command to trace after --",
+        ));
+    }
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        if is_executable(&path) {
+            return Ok(path);
+        }
+        return Err(RunqError::bad_input(format!(
+            "command {name}: not an executable file; check the path"
+        )));
+    }
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| {
+            RunqError::bad_input(format!(
+                "command {name}: not found in PATH; give its path or install it"
+            ))
+        })
+}

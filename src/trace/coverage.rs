@@ -1,0 +1,182 @@
+//! Line coverage: which source lines of the traced executables ran, as lcov
+//! and as a per-file summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::lines::{read_image_lines, ImageLines, SourceFilter};
+
+/// Every executable loaded so far and every line seen, merged by source path.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    pub filter: SourceFilter,
+    /// Loaded images; breakpoints refer to them by index.
+    pub images: Vec<ImageLines>,
+    image_by_path: HashMap<PathBuf, Option<usize>>,
+    /// Source path -> line -> hit.
+    pub lines: BTreeMap<PathBuf, BTreeMap<u32, bool>>,
+}
+
+impl Coverage {
+    pub fn new(filter: SourceFilter) -> Self {
+        Coverage {
+            filter,
+            ..Default::default()
+        }
+    }
+
+    /// The image index for an executable, reading its line table the first
+    /// time. `None` when it has no line information.
+    pub fn image_for(&mut self, exe: &Path) -> Result<Option<usize>> {
+        if let Some(index) = self.image_by_path.get(exe) {
+            return Ok(*index);
+        }
+        let index = match read_image_lines(exe, &self.filter)? {
+            Some(image) if !image.sites.is_empty() => {
+                for &(file, line) in image.sites.values().flatten() {
+                    self.lines
+                        .entry(image.files[file as usize].clone())
+                        .or_default()
+                        .entry(line)
+                        .or_insert(false);
+                }
+                self.images.push(image);
+                Some(self.images.len() - 1)
+            }
+            _ => None,
+        };
+        self.image_by_path.insert(exe.to_path_buf(), index);
+        Ok(index)
+    }
+
+    /// Records that the site at `link_address` of `image` ran.
+    pub fn record_hit(&mut self, image: usize, link_address: u64) {
+        let image = &self.images[image];
+        if let Some(sites) = image.sites.get(&link_address) {
+            for &(file, line) in sites {
+                if let Some(lines) = self.lines.get_mut(&image.files[file as usize]) {
+                    lines.insert(line, true);
+                }
+            }
+        }
+    }
+
+    /// lcov tracefile text (one record per source file), readable by genhtml.
+    pub fn to_lcov(&self, test_name: &str) -> String {
+        let mut out = String::new();
+        for (path, lines) in &self.lines {
+            let _ = writeln!(out, "TN:{test_name}");
+            let _ = writeln!(out, "SF:{}", path.display());
+            for (line, hit) in lines {
+                let _ = writeln!(out, "DA:{line},{}", u8::from(*hit));
+            }
+            let hit = lines.values().filter(|h| **h).count();
+            let _ = writeln!(out, "LH:{hit}");
+            let _ = writeln!(out, "LF:{}", lines.len());
+            out.push_str("end_of_record\n");
+        }
+        out
+    }
+
+    /// Lines hit / lines total, per file and overall.
+    pub fn summary(&self) -> CoverageSummary {
+        let files: Vec<FileSummary> = self
+            .lines
+            .iter()
+            .map(|(path, lines)| FileSummary {
+                path: path.clone(),
+                lines_hit: lines.values().filter(|h| **h).count(),
+                lines_total: lines.len(),
+                hit_lines: lines.iter().filter(|(_, h)| **h).map(|(l, _)| *l).collect(),
+                missed_lines: lines
+                    .iter()
+                    .filter(|(_, h)| !**h)
+                    .map(|(l, _)| *l)
+                    .collect(),
+            })
+            .collect();
+        CoverageSummary {
+            lines_hit: files.iter().map(|f| f.lines_hit).sum(),
+            lines_total: files.iter().map(|f| f.lines_total).sum(),
+            files,
+        }
+    }
+}
+
+/// Coverage totals, as printed and as written to the JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoverageSummary {
+    pub lines_hit: usize,
+    pub lines_total: usize,
+    pub files: Vec<FileSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    pub path: PathBuf,
+    pub lines_hit: usize,
+    pub lines_total: usize,
+    pub hit_lines: Vec<u32>,
+    pub missed_lines: Vec<u32>,
+}
+
+/// `hit` of `total` as a percentage (100 for an empty set).
+pub fn percent(hit: usize, total: usize) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        100.0 * hit as f64 / total as f64
+    }
+}
+
+impl CoverageSummary {
+    /// The human-readable table printed after a run.
+    pub fn to_text(&self) -> String {
+        let mut out = String::from("coverage (lines hit / lines total):\n");
+        for file in &self.files {
+            let _ = writeln!(
+                out,
+                "  {:>6} / {:<6} {:>6.1}%  {}",
+                file.lines_hit,
+                file.lines_total,
+                percent(file.lines_hit, file.lines_total),
+                file.path.display()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {:>6} / {:<6} {:>6.1}%  total",
+            self.lines_hit,
+            self.lines_total,
+            percent(self.lines_hit, self.lines_total)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lcov_records_hits_and_totals() {
+        let mut coverage = Coverage::default();
+        let file = PathBuf::from("/src/a.c");
+        coverage.lines.insert(
+            file.clone(),
+            BTreeMap::from([(3, true), (4, false), (9, true)]),
+        );
+        let text = coverage.to_lcov("t");
+        assert_eq!(
+            text,
+            "TN:t\nSF:/src/a.c\nDA:3,1\nDA:4,0\nDA:9,1\nLH:2\nLF:3\nend_of_record\n"
+        );
+        let summary = coverage.summary();
+        assert_eq!((summary.lines_hit, summary.lines_total), (2, 3));
+        assert_eq!(summary.files[0].missed_lines, vec![4]);
+    }
+}

@@ -1,0 +1,231 @@
+//! DWARF line tables: which machine addresses begin which source lines.
+//!
+//! Only `is_stmt` rows are used (the addresses a debugger would stop at for
+//! a line), and only rows inside executable sections: sequences of functions
+//! the linker discarded keep their rows but start at address 0.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSection, ObjectSegment, SectionFlags};
+
+/// The breakpoint sites of one executable, at link-time addresses.
+#[derive(Debug, Clone)]
+pub struct ImageLines {
+    /// The executable these rows were read from.
+    pub path: PathBuf,
+    /// Position independent (ET_DYN): addresses move by the load bias.
+    pub position_independent: bool,
+    /// Link-time virtual address of the first loadable segment, page aligned.
+    pub first_segment_vaddr: u64,
+    /// Source files, indexed by [`LineRow::file`].
+    pub files: Vec<PathBuf>,
+    /// Address -> the source lines that start there (file index, line).
+    pub sites: BTreeMap<u64, Vec<(u32, u32)>>,
+}
+
+impl ImageLines {
+    /// Number of distinct (file, line) pairs.
+    pub fn line_count(&self) -> usize {
+        let mut all: Vec<(u32, u32)> = self.sites.values().flatten().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    }
+}
+
+/// Which source files count for coverage.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFilter {
+    /// When non-empty, only files under one of these directories count.
+    pub include: Vec<PathBuf>,
+}
+
+impl SourceFilter {
+    /// Toolchain and dependency sources are left out: files that do not exist
+    /// here (the Rust standard library's `/rustc/<hash>/...`), system headers,
+    /// and crates from the cargo registry.
+    pub fn accepts(&self, path: &Path) -> bool {
+        if !self.include.is_empty() {
+            return self.include.iter().any(|dir| path.starts_with(dir)) && path.is_file();
+        }
+        let text = path.to_string_lossy();
+        if text.starts_with("/usr/") || text.contains("/.cargo/registry/") {
+            return false;
+        }
+        if text.contains("/.rustup/") || text.contains("/.cargo/git/") {
+            return false;
+        }
+        path.is_file()
+    }
+}
+
+/// Reads the line table of `path`. Returns `Ok(None)` when the file has no
+/// DWARF line information (built without `-g`).
+pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<ImageLines>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = object::File::parse(&*data)
+        .with_context(|| format!("{} is not an object file runq can read", path.display()))?;
+    if file.section_by_name(".debug_line").is_none() {
+        return Ok(None);
+    }
+    let executable_ranges: Vec<(u64, u64)> = file
+        .sections()
+        .filter(|s| matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0))
+        .map(|s| (s.address(), s.address() + s.size()))
+        .collect();
+    let first_segment_vaddr = file.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
+    let position_independent = file.kind() == object::ObjectKind::Dynamic;
+
+    let sections = gimli::DwarfSections::load(|id| -> Result<Cow<[u8]>, gimli::Error> {
+        Ok(file
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[])))
+    })?;
+    let endian = if file.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, endian));
+
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut file_index: HashMap<PathBuf, Option<u32>> = HashMap::new();
+    let mut sites: BTreeMap<u64, Vec<(u32, u32)>> = BTreeMap::new();
+    let in_text = |addr: u64| {
+        executable_ranges
+            .iter()
+            .any(|&(lo, hi)| addr >= lo && addr < hi)
+    };
+
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let Some(program) = unit.line_program.clone() else {
+            continue;
+        };
+        let comp_dir = unit
+            .comp_dir
+            .map(|d| PathBuf::from(d.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        // Per unit: DWARF file number -> index in `files` (None: filtered out).
+        let mut unit_files: HashMap<u64, Option<u32>> = HashMap::new();
+        let mut rows = program.rows();
+        while let Some((line_header, row)) = rows.next_row()? {
+            if row.end_sequence() || !row.is_stmt() {
+                continue;
+            }
+            let Some(line) = row.line() else { continue };
+            let address = row.address();
+            if !in_text(address) {
+                continue;
+            }
+            let file_number = row.file_index();
+            let index = match unit_files.get(&file_number) {
+                Some(index) => *index,
+                None => {
+                    let path = row_file_path(&dwarf, &unit, line_header, file_number, &comp_dir)
+                        .unwrap_or_default();
+                    let index = if path.as_os_str().is_empty() {
+                        None
+                    } else {
+                        *file_index.entry(path.clone()).or_insert_with(|| {
+                            filter.accepts(&path).then(|| {
+                                files.push(path.clone());
+                                (files.len() - 1) as u32
+                            })
+                        })
+                    };
+                    unit_files.insert(file_number, index);
+                    index
+                }
+            };
+            let Some(index) = index else { continue };
+            let entry = sites.entry(address).or_default();
+            let key = (index, line.get() as u32);
+            if !entry.contains(&key) {
+                entry.push(key);
+            }
+        }
+    }
+    Ok(Some(ImageLines {
+        path: path.to_path_buf(),
+        position_independent,
+        first_segment_vaddr,
+        files,
+        sites,
+    }))
+}
+
+type Slice<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
+
+fn row_file_path(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &gimli::Unit<Slice<'_>>,
+    header: &gimli::LineProgramHeader<Slice<'_>>,
+    file_number: u64,
+    comp_dir: &Path,
+) -> Option<PathBuf> {
+    let file = header.file(file_number)?;
+    let mut path = comp_dir.to_path_buf();
+    if let Some(dir) = file.directory(header) {
+        let dir = dwarf.attr_string(unit, dir).ok()?;
+        path.push(dir.to_string_lossy().as_ref());
+    }
+    let name = dwarf.attr_string(unit, file.path_name()).ok()?;
+    path.push(name.to_string_lossy().as_ref());
+    Some(normalize(&path))
+}
+
+/// Lexically removes `.` and `..` so one file has one name.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_removes_dot_segments() {
+        assert_eq!(
+            normalize(Path::new("/a/./b/../c.c")),
+            PathBuf::from("/a/c.c")
+        );
+    }
+
+    #[test]
+    fn filter_rejects_toolchain_sources() {
+        let filter = SourceFilter::default();
+        assert!(!filter.accepts(Path::new("/rustc/abc/library/core/src/lib.rs")));
+        assert!(!filter.accepts(Path::new("/usr/include/stdio.h")));
+        assert!(filter.accepts(Path::new(file!()).canonicalize().unwrap().as_path()));
+    }
+
+    #[test]
+    fn own_test_binary_has_lines_for_this_file() {
+        let exe = std::env::current_exe().unwrap();
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join(file!());
+        let filter = SourceFilter {
+            include: vec![here.parent().unwrap().to_path_buf()],
+        };
+        let lines = read_image_lines(&exe, &filter)
+            .unwrap()
+            .expect("test binary has DWARF");
+        assert!(lines.files.iter().any(|f| f == &here), "{:?}", lines.files);
+        assert!(lines.position_independent);
+    }
+}

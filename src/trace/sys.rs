@@ -1,0 +1,173 @@
+//! The few system calls nix does not wrap, and the launch of the traced
+//! command. Every `unsafe` block of the tracer lives here.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use anyhow::{Context, Result};
+use nix::sys::ptrace;
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::unistd::{ForkResult, Pid};
+
+/// Restarts a tracee in group-stop without ending the stop (PTRACE_LISTEN),
+/// so it stays stopped like an untraced process until SIGCONT.
+pub fn ptrace_listen(pid: Pid) -> nix::Result<()> {
+    // SAFETY: PTRACE_LISTEN takes no address or data; the kernel validates
+    // the pid and the tracee state.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_LISTEN,
+            pid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    nix::errno::Errno::result(rc).map(drop)
+}
+
+/// Whether two tasks share one address space (kcmp KCMP_VM). `None` if the
+/// kernel cannot say (no kcmp, or a task is gone).
+pub fn same_address_space(a: Pid, b: Pid) -> Option<bool> {
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp only compares kernel objects of the two pids; it takes
+    // no pointers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            libc::c_long::from(a.as_raw()),
+            libc::c_long::from(b.as_raw()),
+            KCMP_VM,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    match rc {
+        0 => Some(true),
+        1..=3 => Some(false),
+        _ => None,
+    }
+}
+
+/// The fields of a signal's siginfo the tracer uses.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalInfo {
+    pub code: i32,
+    /// The faulting address for SIGSEGV, SIGBUS, SIGILL, SIGFPE and traps.
+    pub address: u64,
+}
+
+/// Reads the siginfo of a tracee in signal-delivery-stop.
+pub fn signal_info(pid: Pid) -> nix::Result<SignalInfo> {
+    let info = ptrace::getsiginfo(pid)?;
+    // SAFETY: si_addr reads the union member for fault signals; for other
+    // signals it yields whatever the union holds, which is only displayed.
+    let address = unsafe { info.si_addr() } as u64;
+    Ok(SignalInfo {
+        code: info.si_code,
+        address,
+    })
+}
+
+/// The instruction pointer of a stopped tracee.
+pub fn instruction_pointer(pid: Pid) -> nix::Result<u64> {
+    Ok(ptrace::getregs(pid)?.rip)
+}
+
+/// Moves a stopped tracee's instruction pointer.
+pub fn set_instruction_pointer(pid: Pid, address: u64) -> nix::Result<()> {
+    let mut regs = ptrace::getregs(pid)?;
+    regs.rip = address;
+    ptrace::setregs(pid, regs)
+}
+
+/// A launched command, seized before it runs a single instruction of its own.
+pub struct Launched {
+    pub pid: Pid,
+    /// Receives the child's errno if its execv fails (closed on success).
+    pub exec_error: OwnedFd,
+}
+
+/// Forks, seizes the child with `options` and lets it exec `program`.
+///
+/// The child waits on a pipe until the parent has seized it, so the exec is
+/// its first traced event. `signal_mask` is restored in the child (the
+/// caller blocks the signals it reads through a signalfd).
+pub fn launch_seized(
+    program: &CString,
+    argv: &[CString],
+    options: ptrace::Options,
+    signal_mask: &SigSet,
+) -> Result<Launched> {
+    // Everything the child touches is prepared before fork: after fork it
+    // only makes async-signal-safe calls.
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+
+    // SAFETY: the child branch below only calls async-signal-safe functions
+    // (sigprocmask, read, execv, write, _exit) on data prepared before fork.
+    match unsafe { nix::unistd::fork() }.context("fork failed")? {
+        ForkResult::Child => {
+            // SAFETY: async-signal-safe calls only; the pointers refer to
+            // memory the parent prepared and the child still owns.
+            unsafe {
+                libc::sigprocmask(
+                    libc::SIG_SETMASK,
+                    signal_mask.as_ref(),
+                    std::ptr::null_mut(),
+                );
+                drop(go_write);
+                let mut go = 0u8;
+                let n = libc::read(go_read.as_raw_fd(), (&mut go as *mut u8).cast(), 1);
+                if n != 1 {
+                    // The parent died or refused: never run untraced.
+                    libc::_exit(126);
+                }
+                libc::execv(program.as_ptr(), argv_ptrs.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(err_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
+                libc::_exit(127);
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(go_read);
+            drop(err_write);
+            if let Err(errno) = ptrace::seize(child, options) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(crate::error::RunqError::environment(format!(
+                    "ptrace(PTRACE_SEIZE) failed: {errno}; run as root or set \
+                     /proc/sys/kernel/yama/ptrace_scope to 0"
+                )));
+            }
+            nix::unistd::write(&go_write, b"g").context("releasing the traced child")?;
+            drop(go_write);
+            Ok(Launched {
+                pid: child,
+                exec_error: err_read,
+            })
+        }
+    }
+}
+
+/// The errno a failed execv reported, if any (call after the child ended).
+pub fn read_exec_error(fd: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(4) => Some(i32::from_ne_bytes(buf)),
+        _ => None,
+    }
+}
+
+/// Blocks `signals` in this thread and returns the previous mask.
+pub fn block_signals(signals: &SigSet) -> Result<SigSet> {
+    let mut old = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(signals), Some(&mut old))?;
+    Ok(old)
+}
+
+/// Restores a signal mask saved by [`block_signals`].
+pub fn restore_signals(mask: &SigSet) {
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+}
