@@ -20,6 +20,6 @@ pub mod tracer;
 
 pub use coverage::{Coverage, CoverageSummary};
 pub use lines::SourceFilter;
-pub use model::{Crash, Event, EventKind, ExitStatus, Origin, ProcessRecord};
+pub use model::{Crash, Event, EventKind, ExecRecord, ExitStatus, Origin, ProcessRecord};
 pub use render::{process_tree, TraceReport};
 pub use tracer::{trace, InterruptAction, TraceConfig, TraceOutcome};

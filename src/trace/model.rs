@@ -107,13 +107,15 @@ pub struct ProcessRecord {
     /// The traced process that created it (None for the root).
     pub parent: Option<i32>,
     pub origin: Origin,
-    /// argv of its current program.
+    /// argv of the program it started with (a forked child starts with its
+    /// parent's program).
     pub command: Vec<String>,
-    /// Path of its current executable.
+    /// Path of the executable it started with.
     pub exe: String,
-    /// Every executable it ran after the one it started with.
-    pub execs: Vec<String>,
-    /// Runs something exec'd rather than the traced program itself.
+    /// Every program it exec'd afterwards, in order.
+    pub execs: Vec<ExecRecord>,
+    /// Runs something exec'd rather than the traced program itself
+    /// (it exec'd, or descends from a process that had).
     pub execd: bool,
     /// Seconds since launch.
     pub start: f64,
@@ -128,6 +130,27 @@ pub struct ProcessRecord {
     pub crash: Option<Crash>,
     /// Why runq stopped following it, if it did.
     pub detached: Option<String>,
+}
+
+/// A successful execve.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecRecord {
+    /// Seconds since launch.
+    pub time: f64,
+    pub exe: String,
+    pub command: Vec<String>,
+}
+
+impl ProcessRecord {
+    /// argv of the program it runs last.
+    pub fn current_command(&self) -> &[String] {
+        self.execs.last().map_or(&self.command, |e| &e.command)
+    }
+
+    /// Path of the executable it runs last.
+    pub fn current_exe(&self) -> &str {
+        self.execs.last().map_or(&self.exe, |e| &e.exe)
+    }
 }
 
 /// One entry of the timeline.

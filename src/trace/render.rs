@@ -114,8 +114,8 @@ fn describe(process: &ProcessRecord) -> String {
         Origin::Clone => line.push_str("(clone) "),
     }
     line.push_str(&shell_words(&process.command));
-    if process.execd {
-        line.push_str(" [exec'd]");
+    for exec in &process.execs {
+        let _ = write!(line, " => exec {}", shell_words(&exec.command));
     }
     let end = process
         .end

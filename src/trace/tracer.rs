@@ -30,7 +30,9 @@ use nix::unistd::Pid;
 use super::breakpoints::{AddressSpace, Hit, SpaceId};
 use super::coverage::Coverage;
 use super::lines::SourceFilter;
-use super::model::{signal_name, Crash, Event, EventKind, ExitStatus, Origin, ProcessRecord};
+use super::model::{
+    signal_name, Crash, Event, EventKind, ExecRecord, ExitStatus, Origin, ProcessRecord,
+};
 use super::sys;
 
 /// What runq does with the tree when it gets SIGINT, SIGTERM or SIGHUP.
@@ -438,7 +440,11 @@ impl<'c> Tracer<'c> {
             let (command, exe, execd) = match self.live.get(&parent_tgid) {
                 Some(&i) => {
                     let p = &self.processes[i];
-                    (p.command.clone(), p.exe.clone(), p.execd)
+                    (
+                        p.current_command().to_vec(),
+                        p.current_exe().to_string(),
+                        p.execd,
+                    )
                 }
                 None => (Vec::new(), String::new(), false),
             };
@@ -502,12 +508,17 @@ impl<'c> Tracer<'c> {
             .filter(|t| t.tgid == tgid)
             .count()
             .max(1);
+        let now = self.now();
         if let Some(process) = self.process_mut(tgid) {
-            process.exe = exe.clone();
-            process.command = command.clone();
             process.threads_live = live_threads;
-            if !initial {
-                process.execs.push(exe.clone());
+            if initial {
+                process.exe = exe.clone();
+            } else {
+                process.execs.push(ExecRecord {
+                    time: now,
+                    exe: exe.clone(),
+                    command: command.clone(),
+                });
                 process.execd = true;
             }
         }
