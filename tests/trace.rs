@@ -310,6 +310,27 @@ fn threads_and_forks_at_o2_are_covered() {
     assert_eq!(lines.get(&grandchild_line), Some(&true), "{lines:?}");
 }
 
+/// Threads forking concurrently: new tasks' stops often arrive before their
+/// creator's fork event, breakpoints are hit in parents and copied children
+/// at once. Repeated to meet several interleavings.
+#[test]
+fn concurrent_forks_from_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c(dir.path(), "storm", &["-g", "-O0"]);
+    for _ in 0..3 {
+        let t = trace(dir.path(), &["--coverage"], &[prog.to_str().unwrap()]);
+        assert_eq!(t.code, 0, "a child exited wrongly: {}", t.stderr);
+        assert_eq!(root(&t.json)["threads_total"], 5);
+        let kids = children_of(&t.json, root(&t.json)["pid"].as_i64().unwrap());
+        assert_eq!(kids.len(), 40);
+        assert_eq!(processes(&t.json).len(), 41);
+        let codes: BTreeSet<i64> = kids.iter().filter_map(|k| exited(k)).collect();
+        assert_eq!(codes, (0..40).collect::<BTreeSet<i64>>());
+        assert!(kids.iter().all(|k| k["threads_total"] == 2));
+        assert_markers(t.lcov.as_deref().unwrap(), &fixture_source("storm.c"));
+    }
+}
+
 #[test]
 fn exec_from_a_non_leader_thread() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 //! int3 bytes included, so it gets a copy of the parent's table. A hit
 //! restores the original byte in that address space only.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
@@ -33,9 +33,12 @@ pub struct Pending {
 #[derive(Debug, Clone, Default)]
 pub struct AddressSpace {
     pub pending: HashMap<u64, Pending>,
-    /// Breakpoints already removed. Another thread may have trapped on one
-    /// just before it was removed; its trap is then only rewound.
-    pub removed: HashSet<u64>,
+    /// Breakpoints already removed, with their original byte. Another thread
+    /// may have trapped on one just before it was removed; its trap is then
+    /// only rewound. And a fork copies memory before runq sees the fork
+    /// event: a breakpoint another thread of the parent removed in between
+    /// is still in the child's copy, and is removed there on its trap.
+    pub removed: HashMap<u64, u8>,
 }
 
 /// Reads `len` bytes of a stopped tracee's memory.
@@ -107,10 +110,13 @@ impl AddressSpace {
     pub fn take_hit(&mut self, pid: Pid, address: u64) -> Result<Option<Hit>> {
         if let Some(pending) = self.pending.remove(&address) {
             write_memory(pid, address, &[pending.original])?;
-            self.removed.insert(address);
+            self.removed.insert(address, pending.original);
             return Ok(Some(Hit::First(pending)));
         }
-        if self.removed.contains(&address) {
+        if let Some(&original) = self.removed.get(&address) {
+            if read_memory(pid, address, 1)?[0] == INT3 {
+                write_memory(pid, address, &[original])?;
+            }
             return Ok(Some(Hit::AlreadyRemoved));
         }
         Ok(None)
@@ -121,7 +127,7 @@ impl AddressSpace {
     pub fn remove_all(&mut self, pid: Pid) -> Result<()> {
         for (address, pending) in self.pending.drain() {
             write_memory(pid, address, &[pending.original])?;
-            self.removed.insert(address);
+            self.removed.insert(address, pending.original);
         }
         Ok(())
     }

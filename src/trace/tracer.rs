@@ -349,6 +349,7 @@ impl<'c> Tracer<'c> {
             EXIT => self.resume(pid, None),
             STOP => {
                 if !self.tasks.contains_key(&pid) {
+                    tracing::debug!("pid {pid} stopped before its creator's event");
                     self.unclaimed
                         .insert(pid, WaitStatus::PtraceEvent(pid, sig, event));
                     if self.killing {
@@ -564,6 +565,7 @@ impl<'c> Tracer<'c> {
             if let Some(process) = self.process_mut(tgid) {
                 process.detached = Some(reason);
             }
+            self.live.remove(&tgid);
             self.tasks.remove(&pid);
             self.collect_spaces();
             // The process keeps running untraced; its other threads are
