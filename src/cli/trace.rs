@@ -107,6 +107,7 @@ fn validate(args: &Args) -> Result<TraceConfig> {
     }
     let program = resolve_program(&args.command[0])?;
     let filter = SourceFilter { include };
+    let mut program_lines = None;
     if args.coverage && !args.follow_exec {
         let lines = match trace::lines::read_image_lines(&program, &filter) {
             Ok(lines) => lines,
@@ -134,7 +135,7 @@ fn validate(args: &Args) -> Result<TraceConfig> {
                     program.display()
                 )))
             }
-            Some(_) => {}
+            Some(lines) => program_lines = Some(lines),
         }
     }
     Ok(TraceConfig {
@@ -142,6 +143,7 @@ fn validate(args: &Args) -> Result<TraceConfig> {
         argv: args.command.clone(),
         follow_exec: args.follow_exec,
         coverage: args.coverage.then_some(filter),
+        program_lines,
         on_interrupt: args.on_interrupt,
     })
 }

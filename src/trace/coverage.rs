@@ -35,9 +35,16 @@ impl Coverage {
         if let Some(index) = self.image_by_path.get(exe) {
             return Ok(*index);
         }
-        let index = match read_image_lines(exe, &self.filter)? {
+        let lines = read_image_lines(exe, &self.filter)?;
+        Ok(self.add_image(exe, lines))
+    }
+
+    /// Registers a line table read earlier for `exe` (a canonical path, as
+    /// /proc/PID/exe shows it), so it is not read again at exec.
+    pub fn add_image(&mut self, exe: &Path, lines: Option<ImageLines>) -> Option<usize> {
+        let index = match lines {
             Some(image) if !image.sites.is_empty() => {
-                for &(file, line) in image.sites.values().flatten() {
+                for &(file, line) in image.sites.values().flatten().chain(&image.dead_lines) {
                     self.lines
                         .entry(image.files[file as usize].clone())
                         .or_default()
@@ -50,7 +57,7 @@ impl Coverage {
             _ => None,
         };
         self.image_by_path.insert(exe.to_path_buf(), index);
-        Ok(index)
+        index
     }
 
     /// Records that the site at `link_address` of `image` ran.

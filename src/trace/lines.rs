@@ -24,6 +24,9 @@ pub struct ImageLines {
     pub files: Vec<PathBuf>,
     /// Address -> the source lines that start there (file index, line).
     pub sites: BTreeMap<u64, Vec<(u32, u32)>>,
+    /// Lines whose code the linker discarded (unused functions): they can
+    /// never run, so they count as not hit.
+    pub dead_lines: Vec<(u32, u32)>,
 }
 
 impl ImageLines {
@@ -95,6 +98,7 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
     let mut files: Vec<PathBuf> = Vec::new();
     let mut file_index: HashMap<PathBuf, Option<u32>> = HashMap::new();
     let mut sites: BTreeMap<u64, Vec<(u32, u32)>> = BTreeMap::new();
+    let mut dead_lines: Vec<(u32, u32)> = Vec::new();
     let in_text = |addr: u64| {
         executable_ranges
             .iter()
@@ -111,41 +115,49 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
             .comp_dir
             .map(|d| PathBuf::from(d.to_string_lossy().into_owned()))
             .unwrap_or_default();
-        // Per unit: DWARF file number -> index in `files` (None: filtered out).
-        let mut unit_files: HashMap<u64, Option<u32>> = HashMap::new();
+        // DWARF file number -> index in `files` (None: filtered out),
+        // resolved up front so units of only foreign sources (the standard
+        // library, dependencies) are skipped without walking their rows.
+        let header = program.header();
+        let first_number = if header.version() >= 5 { 0 } else { 1 };
+        let mut unit_files: Vec<Option<u32>> = Vec::new();
+        for number in first_number..first_number + header.file_names().len() as u64 {
+            let path = row_file_path(&dwarf, &unit, header, number, &comp_dir).unwrap_or_default();
+            let index = if path.as_os_str().is_empty() {
+                None
+            } else {
+                *file_index.entry(path.clone()).or_insert_with(|| {
+                    filter.accepts(&path).then(|| {
+                        files.push(path.clone());
+                        (files.len() - 1) as u32
+                    })
+                })
+            };
+            unit_files.push(index);
+        }
+        if unit_files.iter().all(Option::is_none) {
+            continue;
+        }
         let mut rows = program.rows();
-        while let Some((line_header, row)) = rows.next_row()? {
+        while let Some((_, row)) = rows.next_row()? {
             if row.end_sequence() || !row.is_stmt() {
                 continue;
             }
             let Some(line) = row.line() else { continue };
             let address = row.address();
+            let index = row
+                .file_index()
+                .checked_sub(first_number)
+                .and_then(|i| unit_files.get(i as usize))
+                .copied()
+                .flatten();
+            let Some(index) = index else { continue };
+            let key = (index, line.get() as u32);
             if !in_text(address) {
+                dead_lines.push(key);
                 continue;
             }
-            let file_number = row.file_index();
-            let index = match unit_files.get(&file_number) {
-                Some(index) => *index,
-                None => {
-                    let path = row_file_path(&dwarf, &unit, line_header, file_number, &comp_dir)
-                        .unwrap_or_default();
-                    let index = if path.as_os_str().is_empty() {
-                        None
-                    } else {
-                        *file_index.entry(path.clone()).or_insert_with(|| {
-                            filter.accepts(&path).then(|| {
-                                files.push(path.clone());
-                                (files.len() - 1) as u32
-                            })
-                        })
-                    };
-                    unit_files.insert(file_number, index);
-                    index
-                }
-            };
-            let Some(index) = index else { continue };
             let entry = sites.entry(address).or_default();
-            let key = (index, line.get() as u32);
             if !entry.contains(&key) {
                 entry.push(key);
             }
@@ -157,6 +169,11 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
         first_segment_vaddr,
         files,
         sites,
+        dead_lines: {
+            dead_lines.sort_unstable();
+            dead_lines.dedup();
+            dead_lines
+        },
     }))
 }
 

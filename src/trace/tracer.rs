@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 
 use super::breakpoints::{AddressSpace, Hit, SpaceId};
 use super::coverage::Coverage;
-use super::lines::SourceFilter;
+use super::lines::{ImageLines, SourceFilter};
 use super::model::{
     signal_name, Crash, Event, EventKind, ExecRecord, ExitStatus, Origin, ProcessRecord,
 };
@@ -57,6 +57,9 @@ pub struct TraceConfig {
     pub follow_exec: bool,
     /// Measure line coverage of the executables, keeping these sources.
     pub coverage: Option<SourceFilter>,
+    /// The line table of `program`, if the caller already read it with the
+    /// same filter (it is then not read again).
+    pub program_lines: Option<ImageLines>,
     pub on_interrupt: InterruptAction,
 }
 
@@ -182,7 +185,15 @@ impl<'c> Tracer<'c> {
             live: HashMap::new(),
             spaces: HashMap::new(),
             next_space: 0,
-            coverage: config.coverage.clone().map(Coverage::new),
+            coverage: config.coverage.clone().map(|filter| {
+                let mut coverage = Coverage::new(filter);
+                if let (Some(lines), Ok(exe)) =
+                    (&config.program_lines, config.program.canonicalize())
+                {
+                    coverage.add_image(&exe, Some(lines.clone()));
+                }
+                coverage
+            }),
             events: Vec::new(),
             interrupted_by: None,
             killing: false,
