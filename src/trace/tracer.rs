@@ -425,6 +425,13 @@ impl<'c> Tracer<'c> {
             }
             other => other,
         };
+        // clone(CLONE_VM | SIGCHLD) is reported as a fork event: call a
+        // process that shares its creator's memory a clone.
+        let origin = if origin == Origin::Fork && shares_memory {
+            Origin::Clone
+        } else {
+            origin
+        };
         let tgid = if is_thread { parent_tgid } else { child };
         self.tasks.insert(
             child,
@@ -587,7 +594,11 @@ impl<'c> Tracer<'c> {
             };
         }
         if self.coverage.is_some() && !self.killing {
-            self.instrument(pid, space, Path::new(&exe))?;
+            // Breakpoints already inserted stay consistent on failure: the
+            // program runs on with partial coverage of this executable.
+            if let Err(err) = self.instrument(pid, space, Path::new(&exe)) {
+                tracing::warn!("coverage of {exe} in pid {pid} is incomplete: {err:#}");
+            }
         }
         self.resume(pid, None)
     }
