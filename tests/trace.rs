@@ -407,6 +407,9 @@ fn signals_are_forwarded_and_group_stops_hold() {
     assert!(events
         .iter()
         .any(|e| e["kind"] == "signal" && e["signal"] == "SIGCHLD"));
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "signal" && e["signal"] == "SIGRTMIN+1"));
 }
 
 #[test]

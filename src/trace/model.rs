@@ -64,15 +64,57 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// The name of a signal number ("SIG42" for ones nix does not name).
+/// The name of a signal number: "SIGTERM", "SIGRTMIN+2", or "SIG32" for
+/// the numbers the C library reserves.
 pub fn signal_name(number: i32) -> &'static str {
-    nix::sys::signal::Signal::try_from(number)
-        .map(|s| s.as_str())
-        .unwrap_or(if number >= libc::SIGRTMIN() {
-            "SIGRT"
-        } else {
-            "SIGUNKNOWN"
-        })
+    const REALTIME: [&str; 31] = [
+        "SIGRTMIN",
+        "SIGRTMIN+1",
+        "SIGRTMIN+2",
+        "SIGRTMIN+3",
+        "SIGRTMIN+4",
+        "SIGRTMIN+5",
+        "SIGRTMIN+6",
+        "SIGRTMIN+7",
+        "SIGRTMIN+8",
+        "SIGRTMIN+9",
+        "SIGRTMIN+10",
+        "SIGRTMIN+11",
+        "SIGRTMIN+12",
+        "SIGRTMIN+13",
+        "SIGRTMIN+14",
+        "SIGRTMIN+15",
+        "SIGRTMIN+16",
+        "SIGRTMIN+17",
+        "SIGRTMIN+18",
+        "SIGRTMIN+19",
+        "SIGRTMIN+20",
+        "SIGRTMIN+21",
+        "SIGRTMIN+22",
+        "SIGRTMIN+23",
+        "SIGRTMIN+24",
+        "SIGRTMIN+25",
+        "SIGRTMIN+26",
+        "SIGRTMIN+27",
+        "SIGRTMIN+28",
+        "SIGRTMIN+29",
+        "SIGRTMIN+30",
+    ];
+    const RESERVED: [&str; 3] = ["SIG32", "SIG33", "SIG34"];
+    if let Ok(signal) = nix::sys::signal::Signal::try_from(number) {
+        return signal.as_str();
+    }
+    let rtmin = libc::SIGRTMIN();
+    if number >= rtmin {
+        return REALTIME
+            .get((number - rtmin) as usize)
+            .copied()
+            .unwrap_or("SIGUNKNOWN");
+    }
+    RESERVED
+        .get(number.wrapping_sub(32) as usize)
+        .copied()
+        .unwrap_or("SIGUNKNOWN")
 }
 
 /// How a process came to be.
@@ -226,5 +268,7 @@ mod tests {
         assert_eq!(killed, ExitStatus::signaled(libc::SIGSEGV, true));
         assert_eq!(killed.shell_code(), 139);
         assert_eq!(killed.to_string(), "killed by SIGSEGV (core dumped)");
+        assert_eq!(signal_name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
+        assert_eq!(signal_name(32), "SIG32");
     }
 }

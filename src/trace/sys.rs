@@ -171,3 +171,90 @@ pub fn block_signals(signals: &SigSet) -> Result<SigSet> {
 pub fn restore_signals(mask: &SigSet) {
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
 }
+
+/// A wait status of a traced task, with raw signal numbers (nix's decoder
+/// rejects real-time signals, which programs do use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReport {
+    Exited(Pid, i32),
+    /// Killed by a signal (number, core dumped).
+    Signaled(Pid, i32, bool),
+    /// Signal-delivery-stop.
+    SignalStop(Pid, i32),
+    /// A PTRACE_EVENT_* stop: (signal, event).
+    EventStop(Pid, i32, i32),
+    /// Any other stop (syscall stops are not requested).
+    OtherStop(Pid),
+    /// Continued (not reported for tracees; listed for completeness).
+    Continued(Pid),
+}
+
+impl WaitReport {
+    pub fn pid(&self) -> Pid {
+        match *self {
+            WaitReport::Exited(pid, _)
+            | WaitReport::Signaled(pid, _, _)
+            | WaitReport::SignalStop(pid, _)
+            | WaitReport::EventStop(pid, _, _)
+            | WaitReport::OtherStop(pid)
+            | WaitReport::Continued(pid) => pid,
+        }
+    }
+
+    fn decode(pid: Pid, status: i32) -> Self {
+        if libc::WIFEXITED(status) {
+            WaitReport::Exited(pid, libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            WaitReport::Signaled(pid, libc::WTERMSIG(status), libc::WCOREDUMP(status))
+        } else if libc::WIFSTOPPED(status) {
+            let sig = libc::WSTOPSIG(status);
+            let event = status >> 16;
+            if event != 0 {
+                WaitReport::EventStop(pid, sig, event)
+            } else if sig == libc::SIGTRAP | 0x80 {
+                WaitReport::OtherStop(pid)
+            } else {
+                WaitReport::SignalStop(pid, sig)
+            }
+        } else {
+            WaitReport::Continued(pid)
+        }
+    }
+}
+
+/// waitpid(-1, __WALL | WNOHANG): the next report of any task, if one is
+/// ready.
+pub fn wait_any_nohang() -> nix::Result<Option<WaitReport>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes only to `status`, a valid c_int.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+    match nix::errno::Errno::result(pid)? {
+        0 => Ok(None),
+        pid => Ok(Some(WaitReport::decode(Pid::from_raw(pid), status))),
+    }
+}
+
+/// PTRACE_CONT delivering signal number `sig` (0 for none), real-time
+/// signals included.
+pub fn cont(pid: Pid, sig: i32) -> nix::Result<()> {
+    ptrace_request(libc::PTRACE_CONT, pid, sig)
+}
+
+/// PTRACE_DETACH delivering signal number `sig` (0 for none).
+pub fn detach(pid: Pid, sig: i32) -> nix::Result<()> {
+    ptrace_request(libc::PTRACE_DETACH, pid, sig)
+}
+
+fn ptrace_request(request: libc::c_uint, pid: Pid, sig: i32) -> nix::Result<()> {
+    // SAFETY: PTRACE_CONT and PTRACE_DETACH take no address and pass the
+    // signal number as the data word; nothing is read or written through it.
+    let rc = unsafe {
+        libc::ptrace(
+            request,
+            pid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as libc::c_long as *mut libc::c_void,
+        )
+    };
+    nix::errno::Errno::result(rc).map(drop)
+}

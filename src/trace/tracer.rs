@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -24,7 +24,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::ptrace::{self, Event as PtraceEvent, Options};
 use nix::sys::signal::{self, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::breakpoints::{AddressSpace, Hit, SpaceId};
@@ -33,7 +32,7 @@ use super::lines::{ImageLines, SourceFilter};
 use super::model::{
     signal_name, Crash, Event, EventKind, ExecRecord, ExitStatus, Origin, ProcessRecord,
 };
-use super::sys;
+use super::sys::{self, WaitReport};
 
 /// What runq does with the tree when it gets SIGINT, SIGTERM or SIGHUP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -87,7 +86,7 @@ struct Task {
     /// Fault info of the last fatal-looking signal delivered to it.
     last_fault: Option<Crash>,
     /// Held stopped while detaching: the signal to deliver at detach.
-    held: Option<Option<Signal>>,
+    held: Option<i32>,
 }
 
 /// Runs `config` to completion.
@@ -132,7 +131,9 @@ pub fn trace(config: &TraceConfig) -> Result<TraceOutcome> {
         let mut tracer = Tracer::new(config, launched.pid);
         let run = tracer.run(&signals);
         if run.is_err() {
+            // Leave nothing behind: kill the tree and reap what reports.
             tracer.kill_everything();
+            tracer.reap_after_kill(Duration::from_secs(2));
         }
         run?;
         if !tracer.root_exec_seen {
@@ -158,7 +159,7 @@ struct Tracer<'c> {
     root_reaped: bool,
     tasks: HashMap<Pid, Task>,
     /// Tasks whose initial stop came before their creator's event.
-    unclaimed: HashMap<Pid, WaitStatus>,
+    unclaimed: HashMap<Pid, WaitReport>,
     processes: Vec<ProcessRecord>,
     /// Live thread group id -> index in `processes`.
     live: HashMap<Pid, usize>,
@@ -263,9 +264,9 @@ impl<'c> Tracer<'c> {
     fn run(&mut self, signals: &SignalFd) -> Result<()> {
         loop {
             loop {
-                match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => break,
-                    Ok(status) => self.handle(status)?,
+                match sys::wait_any_nohang() {
+                    Ok(None) => break,
+                    Ok(Some(report)) => self.handle(report)?,
                     Err(Errno::EINTR) => continue,
                     Err(Errno::ECHILD) => {
                         // Nothing left that could report: whatever the table
@@ -300,35 +301,35 @@ impl<'c> Tracer<'c> {
         }
     }
 
-    fn handle(&mut self, status: WaitStatus) -> Result<()> {
-        match status {
-            WaitStatus::Exited(pid, code) => self.task_gone(pid, ExitStatus::Exited { code }),
-            WaitStatus::Signaled(pid, sig, core) => {
-                self.task_gone(pid, ExitStatus::signaled(sig as i32, core))
+    fn handle(&mut self, report: WaitReport) -> Result<()> {
+        match report {
+            WaitReport::Exited(pid, code) => self.task_gone(pid, ExitStatus::Exited { code }),
+            WaitReport::Signaled(pid, sig, core) => {
+                self.task_gone(pid, ExitStatus::signaled(sig, core))
             }
-            WaitStatus::Stopped(pid, sig) => self.signal_stop(pid, sig),
-            WaitStatus::PtraceEvent(pid, sig, event) => self.ptrace_event(pid, sig, event),
-            WaitStatus::PtraceSyscall(pid) => self.resume(pid, None),
-            WaitStatus::Continued(_) | WaitStatus::StillAlive => Ok(()),
+            WaitReport::SignalStop(pid, sig) => self.signal_stop(pid, sig),
+            WaitReport::EventStop(pid, sig, event) => self.ptrace_event(pid, sig, event),
+            WaitReport::OtherStop(pid) => self.resume(pid, 0),
+            WaitReport::Continued(_) => Ok(()),
         }
     }
 
     /// Resumes a stopped task, or holds it when detaching. A task that
     /// vanished meanwhile (SIGKILL) is not an error: its death report follows.
-    fn resume(&mut self, pid: Pid, signal: Option<Signal>) -> Result<()> {
+    fn resume(&mut self, pid: Pid, signal: i32) -> Result<()> {
         if self.detaching {
             if let Some(task) = self.tasks.get_mut(&pid) {
                 task.held = Some(signal);
                 return Ok(());
             }
         }
-        match ptrace::cont(pid, signal) {
+        match sys::cont(pid, signal) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("PTRACE_CONT {pid}")),
         }
     }
 
-    fn ptrace_event(&mut self, pid: Pid, sig: Signal, event: i32) -> Result<()> {
+    fn ptrace_event(&mut self, pid: Pid, sig: i32, event: i32) -> Result<()> {
         const FORK: i32 = PtraceEvent::PTRACE_EVENT_FORK as i32;
         const VFORK: i32 = PtraceEvent::PTRACE_EVENT_VFORK as i32;
         const CLONE: i32 = PtraceEvent::PTRACE_EVENT_CLONE as i32;
@@ -347,7 +348,7 @@ impl<'c> Tracer<'c> {
                     Err(Errno::ESRCH) => return Ok(()),
                     Err(e) => return Err(e).context("PTRACE_GETEVENTMSG"),
                 }
-                self.resume(pid, None)
+                self.resume(pid, 0)
             }
             EXEC => {
                 let former = match ptrace::getevent(pid) {
@@ -357,12 +358,12 @@ impl<'c> Tracer<'c> {
                 };
                 self.exec(pid, former)
             }
-            EXIT => self.resume(pid, None),
+            EXIT => self.resume(pid, 0),
             STOP => {
                 if !self.tasks.contains_key(&pid) {
                     tracing::debug!("pid {pid} stopped before its creator's event");
                     self.unclaimed
-                        .insert(pid, WaitStatus::PtraceEvent(pid, sig, event));
+                        .insert(pid, WaitReport::EventStop(pid, sig, event));
                     if self.killing {
                         let _ = signal::kill(pid, Signal::SIGKILL);
                     }
@@ -370,33 +371,33 @@ impl<'c> Tracer<'c> {
                 }
                 self.event_stop(pid, sig)
             }
-            _ => self.resume(pid, None),
+            _ => self.resume(pid, 0),
         }
     }
 
     /// PTRACE_EVENT_STOP: a new task's initial stop, a group-stop, or the
     /// end of a PTRACE_INTERRUPT / PTRACE_LISTEN.
-    fn event_stop(&mut self, pid: Pid, sig: Signal) -> Result<()> {
+    fn event_stop(&mut self, pid: Pid, sig: i32) -> Result<()> {
         if let Some(task) = self.tasks.get_mut(&pid) {
             task.started = true;
         }
         let group_stop = matches!(
             sig,
-            Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
         );
         if !group_stop {
-            return self.resume(pid, None);
+            return self.resume(pid, 0);
         }
         let tgid = self.tasks.get(&pid).map(|t| t.tgid).unwrap_or(pid);
         self.event(
             tgid,
             EventKind::GroupStop {
                 tid: pid.as_raw(),
-                signal: sig.as_str(),
+                signal: signal_name(sig),
             },
         );
         if self.detaching {
-            return self.resume(pid, None);
+            return self.resume(pid, 0);
         }
         match sys::ptrace_listen(pid) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
@@ -588,7 +589,7 @@ impl<'c> Tracer<'c> {
             self.collect_spaces();
             // The process keeps running untraced; its other threads are
             // dying and still report to us.
-            return match ptrace::detach(pid, None) {
+            return match sys::detach(pid, 0) {
                 Ok(()) | Err(Errno::ESRCH) => Ok(()),
                 Err(e) => Err(e).context("PTRACE_DETACH"),
             };
@@ -600,7 +601,7 @@ impl<'c> Tracer<'c> {
                 tracing::warn!("coverage of {exe} in pid {pid} is incomplete: {err:#}");
             }
         }
-        self.resume(pid, None)
+        self.resume(pid, 0)
     }
 
     /// Puts breakpoints on every line address of `exe` in the fresh address
@@ -646,29 +647,29 @@ impl<'c> Tracer<'c> {
     }
 
     /// A signal-delivery-stop: a breakpoint hit, or a signal to forward.
-    fn signal_stop(&mut self, pid: Pid, sig: Signal) -> Result<()> {
+    fn signal_stop(&mut self, pid: Pid, sig: i32) -> Result<()> {
         let Some(task) = self.tasks.get(&pid) else {
             // A task we have not been told about yet: hold it.
-            self.unclaimed.insert(pid, WaitStatus::Stopped(pid, sig));
+            self.unclaimed.insert(pid, WaitReport::SignalStop(pid, sig));
             return Ok(());
         };
         let tgid = task.tgid;
         let space = task.space;
-        if sig == Signal::SIGTRAP {
+        if sig == libc::SIGTRAP {
             if let Some(space) = space {
                 if self.breakpoint_hit(pid, space)? {
-                    return self.resume(pid, None);
+                    return self.resume(pid, 0);
                 }
             }
         }
         if matches!(
             sig,
-            Signal::SIGSEGV
-                | Signal::SIGBUS
-                | Signal::SIGILL
-                | Signal::SIGFPE
-                | Signal::SIGABRT
-                | Signal::SIGTRAP
+            libc::SIGSEGV
+                | libc::SIGBUS
+                | libc::SIGILL
+                | libc::SIGFPE
+                | libc::SIGABRT
+                | libc::SIGTRAP
         ) {
             let crash = self.describe_fault(pid, sig);
             if let Some(task) = self.tasks.get_mut(&pid) {
@@ -679,10 +680,10 @@ impl<'c> Tracer<'c> {
             tgid,
             EventKind::Signal {
                 tid: pid.as_raw(),
-                signal: sig.as_str(),
+                signal: signal_name(sig),
             },
         );
-        self.resume(pid, Some(sig))
+        self.resume(pid, sig)
     }
 
     /// Whether the SIGTRAP that stopped `pid` came from one of our int3s; if
@@ -720,11 +721,11 @@ impl<'c> Tracer<'c> {
     }
 
     /// Where a fault happened, read while the task is still stopped.
-    fn describe_fault(&self, pid: Pid, sig: Signal) -> Option<Crash> {
+    fn describe_fault(&self, pid: Pid, sig: i32) -> Option<Crash> {
         let info = sys::signal_info(pid).ok()?;
         let ip = sys::instruction_pointer(pid).ok()?;
         Some(Crash {
-            signal: sig.as_str(),
+            signal: signal_name(sig),
             tid: pid.as_raw(),
             fault_address: format!("{:#x}", info.address),
             instruction_pointer: format!("{ip:#x}"),
@@ -810,7 +811,7 @@ impl<'c> Tracer<'c> {
                         space: None,
                         started: true,
                         last_fault: None,
-                        held: Some(None),
+                        held: Some(0),
                     },
                 );
             }
@@ -827,6 +828,28 @@ impl<'c> Tracer<'c> {
         }
     }
 
+    /// After [`Self::kill_everything`] on an error: collect the death
+    /// reports, for at most `limit`.
+    fn reap_after_kill(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !(self.tasks.is_empty() && self.unclaimed.is_empty()) {
+            match sys::wait_any_nohang() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Some(WaitReport::Exited(pid, _)))
+                | Ok(Some(WaitReport::Signaled(pid, _, _))) => {
+                    self.tasks.remove(&pid);
+                    self.unclaimed.remove(&pid);
+                }
+                Ok(Some(report)) => {
+                    // Stopped on the way out: let the SIGKILL act.
+                    let _ = sys::cont(report.pid(), 0);
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     fn all_held(&self) -> bool {
         self.unclaimed.is_empty() && self.tasks.values().all(|t| t.held.is_some())
     }
@@ -834,10 +857,10 @@ impl<'c> Tracer<'c> {
     /// Every task is stopped: restore all original bytes, then let go.
     fn detach_all(&mut self) -> Result<()> {
         let mut restored = std::collections::HashSet::new();
-        let tasks: Vec<(Pid, Option<SpaceId>, Option<Signal>)> = self
+        let tasks: Vec<(Pid, Option<SpaceId>, i32)> = self
             .tasks
             .iter()
-            .map(|(pid, t)| (*pid, t.space, t.held.flatten()))
+            .map(|(pid, t)| (*pid, t.space, t.held.unwrap_or(0)))
             .collect();
         for &(pid, space, _) in &tasks {
             if let Some(space) = space {
@@ -852,7 +875,7 @@ impl<'c> Tracer<'c> {
         }
         for (pid, _, signal) in tasks {
             let tgid = self.tasks.get(&pid).map(|t| t.tgid).unwrap_or(pid);
-            let _ = ptrace::detach(pid, signal);
+            let _ = sys::detach(pid, signal);
             if pid == tgid {
                 let reason = "runq was interrupted".to_string();
                 if let Some(process) = self.process_mut(tgid) {
