@@ -255,6 +255,34 @@ fn vfork_exec_followed_covers_both_programs() {
         .any(|e| e["kind"] == "exec" && e["pid"] == child["pid"]));
 }
 
+/// A program that execs itself again: the second image gets breakpoints
+/// only on lines the first did not run.
+#[test]
+fn re_exec_of_a_covered_program_skips_hit_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c(dir.path(), "vfork_exec", &["-g", "-O0"]);
+    let leaf = compile_c(dir.path(), "leaf", &["-g", "-O0"]);
+    let p = prog.to_str().unwrap();
+    let t = trace(
+        dir.path(),
+        &["--coverage", "--follow-exec"],
+        &[p, p, leaf.to_str().unwrap()],
+    );
+    assert_eq!(t.code, 10 + 10 + 4, "{}", t.stderr);
+    assert_eq!(processes(&t.json).len(), 3);
+    let counts: Vec<u64> = t.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "breakpoints" && e["exe"] == p)
+        .map(|e| e["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts[1] < counts[0], "{counts:?}");
+    assert_markers(t.lcov.as_deref().unwrap(), &fixture_source("vfork_exec.c"));
+    assert_markers(t.lcov.as_deref().unwrap(), &fixture_source("leaf.c"));
+}
+
 #[test]
 fn exec_not_followed_detaches_and_skips_coverage() {
     let dir = tempfile::tempdir().unwrap();

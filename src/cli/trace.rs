@@ -8,6 +8,15 @@ use runq::error::RunqError;
 use runq::trace::{self, InterruptAction, SourceFilter, TraceConfig, TraceReport};
 
 #[derive(clap::Args)]
+#[command(after_help = "\
+The process tree and the coverage summary are printed on stderr when the \
+traced tree is gone.
+
+Exit code: the root's exit code, or 128+N when a signal N killed it (or \
+interrupted runq). runq's own failures: 2 for bad input (nothing was run), \
+3 when tracing is impossible here.
+
+Example: runq trace --coverage --lcov cov.info --json trace.json -- ./prog arg")]
 pub struct Args {
     /// Keep following processes after they exec another program, and cover
     /// that program too (default: runq detaches from them at the exec).

@@ -60,6 +60,20 @@ impl Coverage {
         index
     }
 
+    /// Whether a breakpoint at this site could still teach something: one
+    /// of its lines has not been hit yet.
+    pub fn site_pending(&self, image: usize, link_address: u64) -> bool {
+        let image = &self.images[image];
+        image.sites.get(&link_address).is_some_and(|sites| {
+            sites.iter().any(|&(file, line)| {
+                self.lines
+                    .get(&image.files[file as usize])
+                    .and_then(|lines| lines.get(&line))
+                    .is_some_and(|hit| !hit)
+            })
+        })
+    }
+
     /// Records that the site at `link_address` of `image` ran.
     pub fn record_hit(&mut self, image: usize, link_address: u64) {
         let image = &self.images[image];

@@ -626,9 +626,11 @@ impl<'c> Tracer<'c> {
         } else {
             0
         };
+        // Lines an earlier process already ran need no breakpoint here.
         let sites: Vec<(u64, usize, u64)> = image
             .sites
             .keys()
+            .filter(|&&link| coverage.site_pending(image_index, link))
             .map(|&link| (link.wrapping_add(bias), image_index, link))
             .collect();
         let table = self.spaces.entry(space).or_default();
