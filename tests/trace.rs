@@ -58,13 +58,43 @@ fn trace(dir: &Path, flags: &[&str], cmd: &[&str]) -> Traced {
     if flags.contains(&"--coverage") {
         command.arg("--lcov").arg(&lcov_path);
     }
-    let output = command
-        .arg("--")
-        .args(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    command.arg("--").args(cmd).stdin(Stdio::null());
+    let output = output_within(command, Duration::from_secs(60));
     finish(output, &json_path, &lcov_path)
+}
+
+/// Runs `command` to completion, failing the test (after killing runq, whose
+/// tracees then die by PTRACE_O_EXITKILL) if it takes longer than `limit`.
+fn output_within(mut command: Command, limit: Duration) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    // Files, not pipes: a traced process left running must not block us.
+    let mut child = command
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "runq did not finish within {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&stdout_path).unwrap(),
+        stderr: std::fs::read(&stderr_path).unwrap(),
+    }
 }
 
 fn finish(output: Output, json_path: &Path, lcov_path: &Path) -> Traced {
@@ -386,6 +416,26 @@ fn static_and_non_pie_executables_are_covered() {
         assert_eq!(processes(&t.json).len(), 4);
         assert_markers(t.lcov.as_deref().unwrap(), &fixture_source("forks.c"));
     }
+}
+
+/// A process SIGKILLed while it forks: the kernel creates children whose
+/// fork event is never reported. runq must still start them and finish.
+#[test]
+fn children_of_a_forker_killed_mid_fork_are_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c(dir.path(), "kill_forker", &["-g", "-O0"]);
+    let t = trace(dir.path(), &["--coverage"], &[prog.to_str().unwrap(), "30"]);
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    let all = processes(&t.json);
+    assert!(all.len() > 30, "{} processes", all.len());
+    for process in all {
+        assert!(process["status"].is_object(), "no end seen: {process}");
+    }
+    let forkers = children_of(&t.json, root(&t.json)["pid"].as_i64().unwrap());
+    assert_eq!(forkers.len(), 30);
+    assert!(forkers
+        .iter()
+        .all(|f| signaled(f).as_deref() == Some("SIGKILL")));
 }
 
 #[test]

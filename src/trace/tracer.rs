@@ -89,6 +89,18 @@ struct Task {
     held: Option<i32>,
 }
 
+/// A task whose initial stop came before its creator's fork/clone event.
+#[derive(Debug)]
+struct Unclaimed {
+    report: WaitReport,
+    /// The process that probably created it (from /proc), if traced.
+    creator: Option<Pid>,
+    /// Its breakpoint table, taken from that creator when it stopped: the
+    /// creator runs no code of its own between the fork and its event, so
+    /// the table matches the int3 bytes the task's memory holds.
+    space: Option<SpaceId>,
+}
+
 /// Runs `config` to completion.
 pub fn trace(config: &TraceConfig) -> Result<TraceOutcome> {
     let argv: Vec<CString> = config
@@ -159,7 +171,7 @@ struct Tracer<'c> {
     root_reaped: bool,
     tasks: HashMap<Pid, Task>,
     /// Tasks whose initial stop came before their creator's event.
-    unclaimed: HashMap<Pid, WaitReport>,
+    unclaimed: HashMap<Pid, Unclaimed>,
     processes: Vec<ProcessRecord>,
     /// Live thread group id -> index in `processes`.
     live: HashMap<Pid, usize>,
@@ -361,13 +373,7 @@ impl<'c> Tracer<'c> {
             EXIT => self.resume(pid, 0),
             STOP => {
                 if !self.tasks.contains_key(&pid) {
-                    tracing::debug!("pid {pid} stopped before its creator's event");
-                    self.unclaimed
-                        .insert(pid, WaitReport::EventStop(pid, sig, event));
-                    if self.killing {
-                        let _ = signal::kill(pid, Signal::SIGKILL);
-                    }
-                    return Ok(());
+                    return self.hold_unclaimed(WaitReport::EventStop(pid, sig, event));
                 }
                 self.event_stop(pid, sig)
             }
@@ -405,12 +411,138 @@ impl<'c> Tracer<'c> {
         }
     }
 
+    /// Holds a task that stopped before its creator's event, with a copy
+    /// of its probable creator's breakpoint table.
+    fn hold_unclaimed(&mut self, report: WaitReport) -> Result<()> {
+        let pid = report.pid();
+        tracing::debug!("pid {pid} stopped before its creator's event");
+        if self.killing {
+            let _ = signal::kill(pid, Signal::SIGKILL);
+        }
+        let creator = match proc_ids(pid) {
+            Some((tgid, _)) if tgid != pid => Some(tgid),
+            Some((_, parent)) => Some(parent),
+            None => None,
+        }
+        .filter(|c| self.live.contains_key(c));
+        let creator_task = creator.and_then(|c| {
+            self.tasks
+                .iter()
+                .find(|(_, t)| t.tgid == c && t.space.is_some())
+                .map(|(p, t)| (*p, t.space))
+        });
+        let space = match creator_task {
+            Some((creator_pid, Some(id))) => {
+                if sys::same_address_space(creator_pid, pid) == Some(true) {
+                    Some(id)
+                } else {
+                    let copy = self.spaces.get(&id).cloned().unwrap_or_default();
+                    let new_id = self.next_space;
+                    self.next_space += 1;
+                    self.spaces.insert(new_id, copy);
+                    Some(new_id)
+                }
+            }
+            _ => None,
+        };
+        self.unclaimed.insert(
+            pid,
+            Unclaimed {
+                report,
+                creator,
+                space,
+            },
+        );
+        if creator.is_none() {
+            // No traced creator will ever report it.
+            self.adopt_orphans()?;
+        }
+        Ok(())
+    }
+
+    /// Starts unclaimed tasks whose creator is no longer traced: it died
+    /// between the fork and its event (SIGKILL), so the event never comes.
+    fn adopt_orphans(&mut self) -> Result<()> {
+        let orphans: Vec<Pid> = self
+            .unclaimed
+            .iter()
+            .filter(|(_, u)| u.creator.is_none_or(|c| !self.live.contains_key(&c)))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in orphans {
+            let Some(unclaimed) = self.unclaimed.remove(&pid) else {
+                continue;
+            };
+            tracing::debug!("pid {pid}: its creator is gone, adopting it");
+            let creator_record = unclaimed
+                .creator
+                .and_then(|c| self.processes.iter().rposition(|p| p.pid == c.as_raw()));
+            let (command, exe, execd) = match creator_record {
+                Some(i) => {
+                    let p = &self.processes[i];
+                    (
+                        p.current_command().to_vec(),
+                        p.current_exe().to_string(),
+                        p.execd,
+                    )
+                }
+                None => (read_cmdline(pid), String::new(), false),
+            };
+            let start = self.now();
+            self.processes.push(ProcessRecord {
+                pid: pid.as_raw(),
+                parent: unclaimed.creator.map(Pid::as_raw),
+                origin: Origin::Fork,
+                command,
+                exe,
+                execs: Vec::new(),
+                execd,
+                start,
+                end: None,
+                status: None,
+                threads_total: 1,
+                threads_max: 1,
+                threads_live: 1,
+                crash: None,
+                detached: None,
+            });
+            self.live.insert(pid, self.processes.len() - 1);
+            self.event(
+                unclaimed.creator.unwrap_or(pid),
+                EventKind::Fork {
+                    child: pid.as_raw(),
+                },
+            );
+            self.tasks.insert(
+                pid,
+                Task {
+                    tgid: pid,
+                    space: unclaimed.space,
+                    started: false,
+                    last_fault: None,
+                    held: None,
+                },
+            );
+            self.handle(unclaimed.report)?;
+        }
+        Ok(())
+    }
+
     /// A creator's fork/vfork/clone event: record the new task, then start it
     /// if its initial stop already arrived.
     fn new_task(&mut self, parent: Pid, child: Pid, origin: Origin) -> Result<()> {
         let Some(parent_task) = self.tasks.get(&parent) else {
             return Ok(());
         };
+        if self.tasks.contains_key(&child) {
+            // Adopted early (its /proc parent was not its creator, as with
+            // CLONE_PARENT): only the record's parent needs fixing.
+            let parent_tgid = parent_task.tgid.as_raw();
+            if let Some(process) = self.process_mut(child) {
+                process.parent = Some(parent_tgid);
+            }
+            return Ok(());
+        }
         let parent_tgid = parent_task.tgid;
         let parent_space = parent_task.space;
         let is_thread = origin == Origin::Clone && thread_group_of(child) == Some(parent_tgid);
@@ -503,8 +635,8 @@ impl<'c> Tracer<'c> {
         if self.killing {
             let _ = signal::kill(child, Signal::SIGKILL);
         }
-        if let Some(stop) = self.unclaimed.remove(&child) {
-            self.handle(stop)?;
+        if let Some(unclaimed) = self.unclaimed.remove(&child) {
+            self.handle(unclaimed.report)?;
         }
         Ok(())
     }
@@ -651,9 +783,7 @@ impl<'c> Tracer<'c> {
     /// A signal-delivery-stop: a breakpoint hit, or a signal to forward.
     fn signal_stop(&mut self, pid: Pid, sig: i32) -> Result<()> {
         let Some(task) = self.tasks.get(&pid) else {
-            // A task we have not been told about yet: hold it.
-            self.unclaimed.insert(pid, WaitReport::SignalStop(pid, sig));
-            return Ok(());
+            return self.hold_unclaimed(WaitReport::SignalStop(pid, sig));
         };
         let tgid = task.tgid;
         let space = task.space;
@@ -768,6 +898,9 @@ impl<'c> Tracer<'c> {
                 process.crash = crash;
             }
             self.event(pid, EventKind::Exit { status });
+            if !self.unclaimed.is_empty() {
+                self.adopt_orphans()?;
+            }
         } else {
             if let Some(process) = self.process_mut(task.tgid) {
                 process.threads_live = process.threads_live.saturating_sub(1);
@@ -786,8 +919,12 @@ impl<'c> Tracer<'c> {
 
     /// Drops breakpoint tables no task uses any more.
     fn collect_spaces(&mut self) {
-        let used: std::collections::HashSet<SpaceId> =
-            self.tasks.values().filter_map(|t| t.space).collect();
+        let used: std::collections::HashSet<SpaceId> = self
+            .tasks
+            .values()
+            .filter_map(|t| t.space)
+            .chain(self.unclaimed.values().filter_map(|u| u.space))
+            .collect();
         self.spaces.retain(|id, _| used.contains(id));
     }
 
@@ -805,12 +942,14 @@ impl<'c> Tracer<'c> {
             // Tasks stopped before their creator's event are already stopped.
             let unclaimed: Vec<Pid> = self.unclaimed.keys().copied().collect();
             for pid in unclaimed {
-                self.unclaimed.remove(&pid);
+                let Some(held) = self.unclaimed.remove(&pid) else {
+                    continue;
+                };
                 self.tasks.insert(
                     pid,
                     Task {
                         tgid: thread_group_of(pid).unwrap_or(pid),
-                        space: None,
+                        space: held.space,
                         started: true,
                         last_fault: None,
                         held: Some(0),
@@ -906,12 +1045,20 @@ impl<'c> Tracer<'c> {
 
 /// The thread group a task belongs to, from /proc.
 fn thread_group_of(tid: Pid) -> Option<Pid> {
+    proc_ids(tid).map(|(tgid, _)| tgid)
+}
+
+/// (thread group id, parent pid) of a task, from /proc/TID/status.
+fn proc_ids(tid: Pid) -> Option<(Pid, Pid)> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .map(Pid::from_raw)
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .map(Pid::from_raw)
+    };
+    Some((field("Tgid:")?, field("PPid:")?))
 }
 
 fn read_cmdline(pid: Pid) -> Vec<String> {
