@@ -468,7 +468,7 @@ fn exec_from_a_non_leader_thread() {
 fn signals_are_forwarded_and_group_stops_hold() {
     let dir = tempfile::tempdir().unwrap();
     let prog = compile_c(dir.path(), "signals", &["-g", "-O0"]);
-    let t = trace(dir.path(), &[], &[prog.to_str().unwrap()]);
+    let t = trace(dir.path(), &["--coverage"], &[prog.to_str().unwrap()]);
     // The program checks every signal and stop itself; 0 means all held.
     assert_eq!(t.code, 0, "signals.c failed check {}: {}", t.code, t.stderr);
     let kids = children_of(&t.json, root(&t.json)["pid"].as_i64().unwrap());
@@ -488,6 +488,7 @@ fn signals_are_forwarded_and_group_stops_hold() {
     assert!(events
         .iter()
         .any(|e| e["kind"] == "signal" && e["signal"] == "SIGRTMIN+1"));
+    assert_markers(t.lcov.as_deref().unwrap(), &fixture_source("signals.c"));
 }
 
 #[test]
@@ -496,8 +497,11 @@ fn segfault_is_reported_with_its_line() {
     let prog = compile_c(dir.path(), "crash", &["-g", "-O0"]);
     let crash_line = marked_lines(&fixture_source("crash.c"), "CRASH */")[0];
 
-    let t = trace(dir.path(), &[], &[prog.to_str().unwrap(), "9"]);
+    let t = trace(dir.path(), &["--coverage"], &[prog.to_str().unwrap(), "9"]);
     assert_eq!(t.code, 9, "{}", t.stderr);
+    // The faulting line began (its breakpoint fired) before it faulted.
+    let lines = lcov_lines(t.lcov.as_deref().unwrap(), &fixture_source("crash.c"));
+    assert_eq!(lines.get(&crash_line), Some(&true), "{lines:?}");
     let child = children_of(&t.json, root(&t.json)["pid"].as_i64().unwrap())[0];
     assert_eq!(signaled(child).as_deref(), Some("SIGSEGV"));
     assert_eq!(child["crash"]["fault_address"], "0x0");
