@@ -81,8 +81,6 @@ pub struct TraceOutcome {
 struct Task {
     tgid: Pid,
     space: Option<SpaceId>,
-    /// Its initial stop was seen (and it was resumed).
-    started: bool,
     /// Fault info of the last fatal-looking signal delivered to it.
     last_fault: Option<Crash>,
     /// Held stopped while detaching: the signal to deliver at detach.
@@ -217,7 +215,6 @@ impl<'c> Tracer<'c> {
             Task {
                 tgid: root,
                 space: None,
-                started: true,
                 last_fault: None,
                 held: None,
             },
@@ -384,9 +381,6 @@ impl<'c> Tracer<'c> {
     /// PTRACE_EVENT_STOP: a new task's initial stop, a group-stop, or the
     /// end of a PTRACE_INTERRUPT / PTRACE_LISTEN.
     fn event_stop(&mut self, pid: Pid, sig: i32) -> Result<()> {
-        if let Some(task) = self.tasks.get_mut(&pid) {
-            task.started = true;
-        }
         let group_stop = matches!(
             sig,
             libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
@@ -518,7 +512,6 @@ impl<'c> Tracer<'c> {
                 Task {
                     tgid: pid,
                     space: unclaimed.space,
-                    started: false,
                     last_fault: None,
                     held: None,
                 },
@@ -571,7 +564,6 @@ impl<'c> Tracer<'c> {
             Task {
                 tgid,
                 space,
-                started: false,
                 last_fault: None,
                 held: None,
             },
@@ -690,14 +682,12 @@ impl<'c> Tracer<'c> {
         self.spaces.insert(space, AddressSpace::default());
         if let Some(task) = self.tasks.get_mut(&pid) {
             task.space = Some(space);
-            task.started = true;
         } else {
             self.tasks.insert(
                 pid,
                 Task {
                     tgid,
                     space: Some(space),
-                    started: true,
                     last_fault: None,
                     held: None,
                 },
@@ -950,7 +940,6 @@ impl<'c> Tracer<'c> {
                     Task {
                         tgid: thread_group_of(pid).unwrap_or(pid),
                         space: held.space,
-                        started: true,
                         last_fault: None,
                         held: Some(0),
                     },
