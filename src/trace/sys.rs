@@ -136,9 +136,17 @@ pub fn launch_seized(
             if let Err(errno) = ptrace::seize(child, options) {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
+                let hint = match own_tracer() {
+                    Some(tracer) => format!(
+                        "runq itself is traced (by pid {tracer}), so its children \
+                         are too, and a process has only one tracer: run runq \
+                         outside strace/gdb/runq trace"
+                    ),
+                    None => "run as root or set /proc/sys/kernel/yama/ptrace_scope to 0"
+                        .to_string(),
+                };
                 return Err(crate::error::RunqError::environment(format!(
-                    "ptrace(PTRACE_SEIZE) failed: {errno}; run as root or set \
-                     /proc/sys/kernel/yama/ptrace_scope to 0"
+                    "ptrace(PTRACE_SEIZE) failed: {errno}; {hint}"
                 )));
             }
             nix::unistd::write(&go_write, b"g").context("releasing the traced child")?;
@@ -149,6 +157,16 @@ pub fn launch_seized(
             })
         }
     }
+}
+
+/// The pid tracing this process, if any.
+fn own_tracer() -> Option<i32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|pid| *pid != 0)
 }
 
 /// The errno a failed execv reported, if any (call after the child ended).
