@@ -202,6 +202,21 @@ fn lcov_lines(lcov: &str, source: &Path) -> BTreeMap<u32, bool> {
     lines
 }
 
+/// lcov FNDA records of one source file: function name -> ran.
+fn lcov_functions(lcov: &str, source: &Path) -> BTreeMap<String, bool> {
+    let mut functions = BTreeMap::new();
+    let mut in_file = false;
+    for line in lcov.lines() {
+        if let Some(path) = line.strip_prefix("SF:") {
+            in_file = Path::new(path) == source;
+        } else if let Some(fnda) = line.strip_prefix("FNDA:").filter(|_| in_file) {
+            let (hits, name) = fnda.split_once(',').unwrap();
+            functions.insert(name.to_string(), hits != "0");
+        }
+    }
+    functions
+}
+
 /// Every HIT-marked line is hit, every MISS-marked line is instrumented and
 /// not hit.
 fn assert_markers(lcov: &str, source: &Path) {
@@ -252,6 +267,17 @@ fn fork_tree_with_grandchild_and_nonzero_exit() {
     assert_eq!(events.iter().filter(|e| e["kind"] == "fork").count(), 3);
     assert_eq!(events.iter().filter(|e| e["kind"] == "exit").count(), 4);
     assert_markers(t.lcov.as_deref().unwrap(), &fixture_source("forks.c"));
+    let functions = lcov_functions(t.lcov.as_deref().unwrap(), &fixture_source("forks.c"));
+    let expected = [
+        ("child_work", true),
+        ("grandchild", true),
+        ("never_called", false),
+        ("main", true),
+    ];
+    let expected: BTreeMap<String, bool> =
+        expected.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+    assert_eq!(functions, expected);
+    assert_eq!(t.json["coverage"]["functions_hit"], 3);
     assert!(t.stderr.contains("process tree"), "{}", t.stderr);
     assert!(t.stderr.contains("(fork)"), "{}", t.stderr);
 }
@@ -571,6 +597,10 @@ fn rust_debug_binary_is_covered() {
     assert_markers(&lcov, &source);
     // The standard library's sources are not counted.
     assert!(!lcov.contains("SF:/rustc/"));
+    let functions = lcov_functions(&lcov, &source);
+    assert_eq!(functions.get("triangle"), Some(&true), "{functions:?}");
+    assert_eq!(functions.get("main"), Some(&true), "{functions:?}");
+    assert_eq!(functions.get("never_called"), Some(&false), "{functions:?}");
     assert_eq!(root(&t.json)["threads_total"], 3);
 }
 
@@ -590,7 +620,23 @@ fn gcov_agreement(opt: &str) -> f64 {
     assert_eq!(t.code, 0, "{}", t.stderr);
     let source = fixture_source("gcov_sample.c");
     let ours = lcov_lines(t.lcov.as_deref().unwrap(), &source);
-    let gcov = gcov_lines(dir.path(), "gcov_sample");
+    let (gcov, gcov_functions) = gcov_lines(dir.path(), "gcov_sample");
+    // Functions both tools know ran (or not) alike. At -O0 both know the
+    // same ones; gcov drops functions that were inlined everywhere, runq
+    // still sees their inlined copies.
+    let functions = lcov_functions(t.lcov.as_deref().unwrap(), &source);
+    for (name, ran) in &gcov_functions {
+        if opt == "-O0" || functions.contains_key(name) {
+            assert_eq!(
+                functions.get(name),
+                Some(ran),
+                "function {name} (runq {functions:?})"
+            );
+        }
+    }
+    if opt == "-O0" {
+        assert_eq!(functions.len(), gcov_functions.len(), "{functions:?}");
+    }
     let common: Vec<u32> = ours
         .keys()
         .filter(|l| gcov.contains_key(l))
@@ -637,8 +683,9 @@ fn coverage_mostly_agrees_with_gcov_at_o2() {
     );
 }
 
-/// gcov's line execution counts for `name`.c, from the .gcda the run wrote.
-fn gcov_lines(dir: &Path, name: &str) -> BTreeMap<u32, bool> {
+/// gcov's executed lines and functions for `name`.c, from the .gcda the
+/// run wrote.
+fn gcov_lines(dir: &Path, name: &str) -> (BTreeMap<u32, bool>, BTreeMap<String, bool>) {
     let gcda = dir.join(format!("{name}.gcda"));
     assert!(
         gcda.exists(),
@@ -654,6 +701,7 @@ fn gcov_lines(dir: &Path, name: &str) -> BTreeMap<u32, bool> {
     assert!(output.status.success());
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
     let mut lines = BTreeMap::new();
+    let mut functions = BTreeMap::new();
     for file in json["files"].as_array().unwrap() {
         if !file["file"]
             .as_str()
@@ -662,13 +710,19 @@ fn gcov_lines(dir: &Path, name: &str) -> BTreeMap<u32, bool> {
         {
             continue;
         }
+        for function in file["functions"].as_array().unwrap() {
+            functions.insert(
+                function["name"].as_str().unwrap().to_string(),
+                function["execution_count"].as_u64().unwrap() > 0,
+            );
+        }
         for line in file["lines"].as_array().unwrap() {
             let n = line["line_number"].as_u64().unwrap() as u32;
             let hit = line["count"].as_u64().unwrap() > 0;
             *lines.entry(n).or_insert(false) |= hit;
         }
     }
-    lines
+    (lines, functions)
 }
 
 #[test]

@@ -27,6 +27,22 @@ pub struct ImageLines {
     /// Lines whose code the linker discarded (unused functions): they can
     /// never run, so they count as not hit.
     pub dead_lines: Vec<(u32, u32)>,
+    /// Functions with code (DWARF subprograms) in the counted sources.
+    pub functions: Vec<Function>,
+}
+
+/// A function of the executable, for function coverage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    /// Index into [`ImageLines::files`] of the file declaring it.
+    pub file: u32,
+    /// Its declaration line.
+    pub line: u32,
+    /// The breakpoint sites inside its code, out-of-line and inlined
+    /// copies alike: hitting any means the function ran. Empty when its code
+    /// was discarded.
+    pub sites: Vec<u64>,
 }
 
 impl ImageLines {
@@ -99,6 +115,9 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
     let mut file_index: HashMap<PathBuf, Option<u32>> = HashMap::new();
     let mut sites: BTreeMap<u64, Vec<(u32, u32)>> = BTreeMap::new();
     let mut dead_lines: Vec<(u32, u32)> = Vec::new();
+    let mut functions: Vec<Function> = Vec::new();
+    // Code ranges of the functions found, resolved to sites after all rows.
+    let mut function_ranges: Vec<(usize, Vec<(u64, u64)>)> = Vec::new();
     let in_text = |addr: u64| {
         executable_ranges
             .iter()
@@ -162,7 +181,59 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
                 entry.push(key);
             }
         }
+        let mut entries = unit.entries();
+        while let Some((_, entry)) = entries.next_dfs()? {
+            if entry.tag() != gimli::DW_TAG_subprogram
+                && entry.tag() != gimli::DW_TAG_inlined_subroutine
+            {
+                continue;
+            }
+            let mut ranges = Vec::new();
+            let mut iter = dwarf.die_ranges(&unit, entry)?;
+            while let Some(range) = iter.next()? {
+                if in_text(range.begin) && range.end > range.begin {
+                    ranges.push((range.begin, range.end));
+                }
+            }
+            if ranges.is_empty() && !has_code_attribute(entry)? {
+                // A declaration or an abstract instance: no code of its own.
+                continue;
+            }
+            let Some((name, decl_file, line)) = subprogram_identity(&dwarf, &unit, entry, 0)?
+            else {
+                continue;
+            };
+            let file = decl_file
+                .checked_sub(first_number)
+                .and_then(|i| unit_files.get(i as usize))
+                .copied()
+                .flatten();
+            let Some(file) = file else { continue };
+            function_ranges.push((functions.len(), ranges));
+            functions.push(Function {
+                name,
+                file,
+                line,
+                sites: Vec::new(),
+            });
+        }
     }
+    for (index, ranges) in function_ranges {
+        functions[index].sites = ranges
+            .iter()
+            .flat_map(|&(low, high)| sites.range(low..high).map(|(a, _)| *a))
+            .collect();
+    }
+    // One record per function: instances (inlined copies, generic
+    // instantiations) merge.
+    functions.sort_by(|a, b| (a.file, a.line, &a.name).cmp(&(b.file, b.line, &b.name)));
+    functions.dedup_by(|later, first| {
+        let same = (later.file, later.line, &later.name) == (first.file, first.line, &first.name);
+        if same {
+            first.sites.append(&mut later.sites);
+        }
+        same
+    });
     Ok(Some(ImageLines {
         path: path.to_path_buf(),
         position_independent,
@@ -174,10 +245,58 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
             dead_lines.dedup();
             dead_lines
         },
+        functions,
     }))
 }
 
 type Slice<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
+type Die<'a, 'b, 'c> = gimli::DebuggingInformationEntry<'a, 'b, Slice<'c>>;
+
+/// Whether a DIE claims code (even code the linker discarded).
+fn has_code_attribute(entry: &Die<'_, '_, '_>) -> Result<bool> {
+    Ok(entry.attr_value(gimli::DW_AT_low_pc)?.is_some()
+        || entry.attr_value(gimli::DW_AT_ranges)?.is_some())
+}
+
+/// (name, DWARF file number, line) of a subprogram, following
+/// DW_AT_abstract_origin / DW_AT_specification to where they are declared.
+fn subprogram_identity(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &gimli::Unit<Slice<'_>>,
+    entry: &Die<'_, '_, '_>,
+    depth: u32,
+) -> Result<Option<(String, u64, u32)>> {
+    let name = match entry.attr_value(gimli::DW_AT_name)? {
+        Some(value) => Some(
+            dwarf
+                .attr_string(unit, value)?
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        None => None,
+    };
+    let file = match entry.attr_value(gimli::DW_AT_decl_file)? {
+        Some(gimli::AttributeValue::FileIndex(index)) => Some(index),
+        Some(other) => other.udata_value(),
+        None => None,
+    };
+    let line = entry
+        .attr_value(gimli::DW_AT_decl_line)?
+        .and_then(|v| v.udata_value());
+    if let (Some(name), Some(file), Some(line)) = (&name, file, line) {
+        return Ok(Some((name.clone(), file, line as u32)));
+    }
+    if depth >= 3 {
+        return Ok(None);
+    }
+    for origin in [gimli::DW_AT_abstract_origin, gimli::DW_AT_specification] {
+        if let Some(gimli::AttributeValue::UnitRef(offset)) = entry.attr_value(origin)? {
+            let target = unit.entry(offset)?;
+            return subprogram_identity(dwarf, unit, &target, depth + 1);
+        }
+    }
+    Ok(None)
+}
 
 fn row_file_path(
     dwarf: &gimli::Dwarf<Slice<'_>>,

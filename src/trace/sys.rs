@@ -142,8 +142,9 @@ pub fn launch_seized(
                          are too, and a process has only one tracer: run runq \
                          outside strace/gdb/runq trace"
                     ),
-                    None => "run as root or set /proc/sys/kernel/yama/ptrace_scope to 0"
-                        .to_string(),
+                    None => {
+                        "run as root or set /proc/sys/kernel/yama/ptrace_scope to 0".to_string()
+                    }
                 };
                 return Err(crate::error::RunqError::environment(format!(
                     "ptrace(PTRACE_SEIZE) failed: {errno}; {hint}"
