@@ -27,23 +27,34 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Median wall time of `runs` executions; each must succeed.
-fn median_wall(runs: usize, mut make: impl FnMut() -> Command) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let mut command = make();
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-            let start = Instant::now();
-            let status = command
-                .status()
-                .expect("cannot start the benchmark command");
-            let elapsed = start.elapsed();
-            assert!(status.success(), "benchmark command failed: {command:?}");
-            elapsed
+/// Wall time of one execution, which must succeed.
+fn wall(mut command: Command) -> Duration {
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    let start = Instant::now();
+    let status = command
+        .status()
+        .expect("cannot start the benchmark command");
+    let elapsed = start.elapsed();
+    assert!(status.success(), "benchmark command failed: {command:?}");
+    elapsed
+}
+
+/// Median wall times of several commands, run `runs` times in interleaved
+/// rounds so that load changes on the machine affect all of them alike.
+fn interleaved_medians(runs: usize, makers: &[&dyn Fn() -> Command]) -> Vec<Duration> {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); makers.len()];
+    for _ in 0..runs {
+        for (make, samples) in makers.iter().zip(&mut times) {
+            samples.push(wall(make()));
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut samples| {
+            samples.sort();
+            samples[samples.len() / 2]
         })
-        .collect();
-    times.sort();
-    times[runs / 2]
+        .collect()
 }
 
 fn runq_trace(flags: &[&str], program: &Path, args: &[&str]) -> Command {
@@ -58,13 +69,15 @@ fn runq_trace(flags: &[&str], program: &Path, args: &[&str]) -> Command {
 }
 
 fn print_overhead(label: &str, program: &Path, args: &[&str]) {
-    let native = median_wall(RUNS, || {
+    let native = || {
         let mut c = Command::new(program);
         c.args(args);
         c
-    });
-    let traced = median_wall(RUNS, || runq_trace(&[], program, args));
-    let covered = median_wall(RUNS, || runq_trace(&["--coverage"], program, args));
+    };
+    let traced = || runq_trace(&[], program, args);
+    let covered = || runq_trace(&["--coverage"], program, args);
+    let medians = interleaved_medians(RUNS, &[&native, &traced, &covered]);
+    let (native, traced, covered) = (medians[0], medians[1], medians[2]);
     println!("{label}:");
     println!("  native                  {:>8.3} s", native.as_secs_f64());
     println!(
@@ -206,13 +219,13 @@ fn compare_with_tarpaulin(work: &Path) {
                 .args(filter);
             c
         };
-        let native_wall = median_wall(RUNS, || {
+        let native_run = || {
             let mut c = Command::new(&binary);
             c.arg("-q").args(filter);
             c
-        });
-        let tarpaulin_wall = median_wall(3, tarpaulin_run);
-        let runq_wall = median_wall(RUNS, runq_run);
+        };
+        let medians = interleaved_medians(3, &[&native_run, &tarpaulin_run, &runq_run]);
+        let (native_wall, tarpaulin_wall, runq_wall) = (medians[0], medians[1], medians[2]);
         println!("  {label}:");
         println!(
             "    native                               {:>8.3} s",
@@ -263,7 +276,7 @@ fn main() {
         .status()
         .expect("gcc not found: install the Debian package gcc");
     assert!(status.success());
-    println!("trace benchmark (medians of {RUNS} runs; 3 for tarpaulin)");
+    println!("trace benchmark (medians of {RUNS} interleaved runs; 3 with tarpaulin)");
     print_overhead(
         "C: 2 threads + 1 fork, hot loops (-g -O0)",
         &hot,
