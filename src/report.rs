@@ -1,1 +1,533 @@
-//! JSON report (versioned), text summary, compare.
+//! The run report: a versioned JSON document (scenario, topology, kernel
+//! release, seed, checks, per-cgroup worker reports, statistics, captures,
+//! payloads), its text summary, and a side-by-side comparison of two runs.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::check::{
+    self, pooled_percentile, run_checks, AssertResult, CgroupRun, CheckInput, CheckOutcome,
+    Thresholds,
+};
+use crate::error::{RunqError, EXIT_CHECK_FAILED, EXIT_OK};
+use crate::snapshot::SnapshotSection;
+use crate::topology::{format_cpu_list, Topology};
+
+/// Bumped whenever a field changes meaning or disappears; readers refuse
+/// other versions.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// At most this many detail lines per failed check in the text summary
+/// (the JSON report keeps them all).
+const MAX_TEXT_DETAILS: usize = 12;
+
+/// One cgroup's figures.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CgroupStats {
+    pub name: String,
+    pub workers: usize,
+    /// CPUs its workers ran on.
+    pub cpus_used: Vec<usize>,
+    pub migrations: u64,
+    /// Worst max/min CPU rate among its comparable workers.
+    pub spread: Option<f64>,
+    /// Longest own gap among its workers, in milliseconds.
+    pub worst_gap_ms: Option<f64>,
+    pub p99_wake_us: Option<f64>,
+    /// Work units of all its workers.
+    pub iterations: u64,
+    pub cpu_time_ms: f64,
+}
+
+/// Figures of a whole run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Stats {
+    pub workers: usize,
+    /// Number of distinct CPUs the workers ran on.
+    pub cpus: usize,
+    pub cpus_used: Vec<usize>,
+    pub migrations: u64,
+    pub worst_spread: Option<f64>,
+    /// Longest stall seen in the progress samples or in a CPU-bound
+    /// worker's own gaps, in milliseconds.
+    pub worst_gap_ms: Option<f64>,
+    /// p99 wake latency over every sampled wake of the run.
+    pub p99_wake_us: Option<f64>,
+    /// Work units of all workers.
+    pub iterations: u64,
+    pub per_cgroup: Vec<CgroupStats>,
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+impl Stats {
+    /// Computes the figures of a run.
+    pub fn from_input(input: &CheckInput, thresholds: &Thresholds) -> Stats {
+        let classes = check::spread_classes(input);
+        let mut per_cgroup = Vec::new();
+        let mut all_cpus = BTreeSet::new();
+        for cg in &input.cgroups {
+            let cpus: BTreeSet<usize> = cg
+                .workers
+                .iter()
+                .flat_map(|w| w.cpus_used.iter().copied())
+                .collect();
+            all_cpus.extend(cpus.iter().copied());
+            let spread = classes
+                .iter()
+                .filter(|c| c.cgroup == cg.name)
+                .map(|c| c.spread)
+                .reduce(f64::max);
+            per_cgroup.push(CgroupStats {
+                name: cg.name.clone(),
+                workers: cg.workers.len(),
+                cpus_used: cpus.into_iter().collect(),
+                migrations: cg.workers.iter().map(|w| w.migrations).sum(),
+                spread: spread.and_then(finite),
+                worst_gap_ms: cg
+                    .workers
+                    .iter()
+                    .filter_map(|w| w.longest_gap.as_ref().map(|g| g.ms))
+                    .reduce(f64::max),
+                p99_wake_us: pooled_percentile(&cg.workers, 99.0).map(|ns| ns as f64 / 1e3),
+                iterations: cg.workers.iter().map(|w| w.work_units).sum(),
+                cpu_time_ms: cg.workers.iter().map(|w| w.cpu_time_ns as f64).sum::<f64>() / 1e6,
+            });
+        }
+        Stats {
+            workers: per_cgroup.iter().map(|c| c.workers).sum(),
+            cpus: all_cpus.len(),
+            cpus_used: all_cpus.into_iter().collect(),
+            migrations: per_cgroup.iter().map(|c| c.migrations).sum(),
+            worst_spread: classes
+                .iter()
+                .map(|c| c.spread)
+                .reduce(f64::max)
+                .and_then(finite),
+            worst_gap_ms: check::worst_gap_ms(input, thresholds),
+            p99_wake_us: pooled_percentile(input.cgroups.iter().flat_map(|c| &c.workers), 99.0)
+                .map(|ns| ns as f64 / 1e3),
+            iterations: per_cgroup.iter().map(|c| c.iterations).sum(),
+            per_cgroup,
+        }
+    }
+}
+
+/// The machine's topology as the report records it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReportTopology {
+    /// Spec string, e.g. `1n1l2c1t`.
+    pub spec: String,
+    pub num_cpus: usize,
+    /// Online CPUs as a list, e.g. `0-1`.
+    pub cpus: String,
+    pub llcs: Vec<Vec<usize>>,
+    pub nodes: Vec<Vec<usize>>,
+}
+
+impl ReportTopology {
+    pub fn from_topology(topo: &Topology) -> Self {
+        ReportTopology {
+            spec: topo.spec().to_string(),
+            num_cpus: topo.num_cpus(),
+            cpus: format_cpu_list(&topo.cpu_ids()),
+            llcs: topo.llcs(),
+            nodes: topo.nodes(),
+        }
+    }
+}
+
+/// The report of one `runq run`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub scenario: String,
+    pub topology: ReportTopology,
+    pub kernel_release: String,
+    pub seed: u64,
+    pub duration_ms: f64,
+    pub thresholds: Thresholds,
+    pub checks: AssertResult,
+    /// Per-cgroup worker reports, setups and progress samples.
+    pub cgroups: Vec<CgroupRun>,
+    pub stats: Stats,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captures: Option<SnapshotSection>,
+    /// Results of external programs run beside the workers.
+    #[serde(default)]
+    pub payloads: Vec<serde_json::Value>,
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// Checks, before a run, that a report can be written to `path`: its
+/// directory exists and it is not a directory itself.
+pub fn validate_report_path(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Err(RunqError::bad_input(format!(
+            "--json {}: is a directory; give a file path such as {}/report.json",
+            path.display(),
+            path.display()
+        )));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(RunqError::bad_input(format!(
+            "--json {}: directory {} does not exist; create it or choose another path",
+            path.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+impl RunReport {
+    /// Runs the checks over a finished run and assembles its report.
+    pub fn new(
+        scenario: &str,
+        topology: &Topology,
+        seed: u64,
+        input: CheckInput,
+        thresholds: &Thresholds,
+    ) -> RunReport {
+        let checks = run_checks(&input, thresholds);
+        let stats = Stats::from_input(&input, thresholds);
+        RunReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            scenario: scenario.to_string(),
+            topology: ReportTopology::from_topology(topology),
+            kernel_release: kernel_release(),
+            seed,
+            duration_ms: input.duration_ms,
+            thresholds: thresholds.clone(),
+            checks,
+            cgroups: input.cgroups,
+            stats,
+            captures: None,
+            payloads: Vec::new(),
+        }
+    }
+
+    /// Adds a check decided elsewhere (a payload's bound, for instance).
+    pub fn add_check(&mut self, outcome: CheckOutcome) {
+        self.checks.push(outcome);
+    }
+
+    /// 0 when every check passed, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.checks.passed {
+            EXIT_OK
+        } else {
+            EXIT_CHECK_FAILED
+        }
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    /// Parses a report, refusing other schema versions.
+    pub fn from_json(text: &str) -> anyhow::Result<RunReport> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| RunqError::bad_input(format!("report: not JSON: {e}")))?;
+        let version = value.get("schema_version").and_then(|v| v.as_u64());
+        if version != Some(REPORT_SCHEMA_VERSION as u64) {
+            return Err(RunqError::bad_input(format!(
+                "report: schema_version {} is not supported; this runq reads version {REPORT_SCHEMA_VERSION} (re-run the scenario with this runq)",
+                version.map_or("missing".to_string(), |v| v.to_string())
+            )));
+        }
+        serde_json::from_value(value)
+            .map_err(|e| RunqError::bad_input(format!("report: malformed: {e}")))
+    }
+
+    /// Writes the JSON report to `path` atomically (a temporary file in the
+    /// same directory, renamed), so a reader never sees half a report.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        validate_report_path(path)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        // Temporary files are private; a report is meant to be shared.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", tmp.path().display()))?;
+        std::io::Write::write_all(&mut tmp, self.to_json().as_bytes())
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("writing report {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Reads a JSON report written by [`RunReport::write_json`].
+    pub fn read_json(path: &Path) -> anyhow::Result<RunReport> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            RunqError::bad_input(format!("report {}: cannot read: {e}", path.display()))
+        })?;
+        Self::from_json(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// One line per check (failed checks followed by their details), then
+    /// the statistics.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "scenario {} on {} ({} CPUs: {}), kernel {}, seed {}, {:.2} s",
+            self.scenario,
+            self.topology.spec,
+            self.topology.num_cpus,
+            self.topology.cpus,
+            self.kernel_release,
+            self.seed,
+            self.duration_ms / 1e3
+        );
+        let width = self
+            .checks
+            .checks
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0);
+        for c in &self.checks.checks {
+            let _ = writeln!(out, "{} {:width$}  {}", c.verdict(), c.name, c.summary);
+            if !c.passed {
+                for d in c.details.iter().take(MAX_TEXT_DETAILS) {
+                    let _ = writeln!(out, "       {d}");
+                }
+                if c.details.len() > MAX_TEXT_DETAILS {
+                    let _ = writeln!(
+                        out,
+                        "       ... {} more (see the JSON report)",
+                        c.details.len() - MAX_TEXT_DETAILS
+                    );
+                }
+            }
+        }
+        out.push('\n');
+        out.push_str(&render_stats(&self.stats));
+        let failed = self.checks.failed().count();
+        let _ = writeln!(
+            out,
+            "\nresult: {}",
+            if self.checks.passed {
+                "PASS".to_string()
+            } else {
+                format!("FAIL ({failed} check(s) failed)")
+            }
+        );
+        out
+    }
+}
+
+fn opt(v: Option<f64>, unit: &str, decimals: usize) -> String {
+    match v {
+        Some(v) => format!("{v:.decimals$}{unit}"),
+        None => "-".to_string(),
+    }
+}
+
+fn render_stats(s: &Stats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "stats");
+    let _ = writeln!(out, "  workers       {}", s.workers);
+    let _ = writeln!(
+        out,
+        "  CPUs          {} ({})",
+        s.cpus,
+        if s.cpus_used.is_empty() {
+            "none".to_string()
+        } else {
+            format_cpu_list(&s.cpus_used)
+        }
+    );
+    let _ = writeln!(out, "  migrations    {}", s.migrations);
+    let _ = writeln!(out, "  worst spread  {}", opt(s.worst_spread, "", 2));
+    let _ = writeln!(out, "  worst gap     {}", opt(s.worst_gap_ms, " ms", 1));
+    let _ = writeln!(out, "  p99 wake      {}", opt(s.p99_wake_us, " us", 1));
+    let _ = writeln!(out, "  iterations    {}", s.iterations);
+    if !s.per_cgroup.is_empty() {
+        let name_w = s
+            .per_cgroup
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0)
+            .max("cgroup".len());
+        let _ = writeln!(
+            out,
+            "  {:name_w$}  {:>7}  {:>6}  {:>10}  {:>6}  {:>9}  {:>11}  {:>12}  {:>10}",
+            "cgroup",
+            "workers",
+            "CPUs",
+            "migrations",
+            "spread",
+            "gap ms",
+            "p99 wake us",
+            "iterations",
+            "cpu ms"
+        );
+        for c in &s.per_cgroup {
+            let cpus = if c.cpus_used.is_empty() {
+                "-".to_string()
+            } else {
+                format_cpu_list(&c.cpus_used)
+            };
+            let _ = writeln!(
+                out,
+                "  {:name_w$}  {:>7}  {:>6}  {:>10}  {:>6}  {:>9}  {:>11}  {:>12}  {:>10.1}",
+                c.name,
+                c.workers,
+                cpus,
+                c.migrations,
+                opt(c.spread, "", 2),
+                opt(c.worst_gap_ms, "", 1),
+                opt(c.p99_wake_us, "", 1),
+                c.iterations,
+                c.cpu_time_ms
+            );
+        }
+    }
+    out
+}
+
+/// How `b` differs from `a`: a ratio when both are positive.
+fn change(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 && b >= 0.0 => format!("x{:.2}", b / a),
+        (Some(a), Some(b)) => format!("{:+.2}", b - a),
+        _ => "-".to_string(),
+    }
+}
+
+/// A side-by-side comparison of two runs' statistics and check verdicts.
+pub fn compare(a: &RunReport, b: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:22}  {:>16}  {:>16}  {:>8}",
+        "",
+        format!("A {}", a.scenario),
+        format!("B {}", b.scenario),
+        "B/A"
+    );
+    let rows: Vec<(&str, Option<f64>, Option<f64>, usize)> = vec![
+        ("kernel", None, None, 0),
+        (
+            "workers",
+            Some(a.stats.workers as f64),
+            Some(b.stats.workers as f64),
+            0,
+        ),
+        (
+            "CPUs",
+            Some(a.stats.cpus as f64),
+            Some(b.stats.cpus as f64),
+            0,
+        ),
+        (
+            "migrations",
+            Some(a.stats.migrations as f64),
+            Some(b.stats.migrations as f64),
+            0,
+        ),
+        (
+            "worst spread",
+            a.stats.worst_spread,
+            b.stats.worst_spread,
+            2,
+        ),
+        (
+            "worst gap ms",
+            a.stats.worst_gap_ms,
+            b.stats.worst_gap_ms,
+            1,
+        ),
+        ("p99 wake us", a.stats.p99_wake_us, b.stats.p99_wake_us, 1),
+        (
+            "iterations",
+            Some(a.stats.iterations as f64),
+            Some(b.stats.iterations as f64),
+            0,
+        ),
+    ];
+    for (name, va, vb, decimals) in rows {
+        if name == "kernel" {
+            let _ = writeln!(
+                out,
+                "{name:22}  {:>16}  {:>16}",
+                a.kernel_release, b.kernel_release
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{name:22}  {:>16}  {:>16}  {:>8}",
+            opt(va, "", decimals),
+            opt(vb, "", decimals),
+            change(va, vb)
+        );
+    }
+    let names: BTreeSet<&str> = a
+        .stats
+        .per_cgroup
+        .iter()
+        .chain(&b.stats.per_cgroup)
+        .map(|c| c.name.as_str())
+        .collect();
+    for name in names {
+        let ca = a.stats.per_cgroup.iter().find(|c| c.name == name);
+        let cb = b.stats.per_cgroup.iter().find(|c| c.name == name);
+        let it = |c: Option<&CgroupStats>| c.map(|c| c.iterations as f64);
+        let cpu = |c: Option<&CgroupStats>| c.map(|c| c.cpu_time_ms);
+        let _ = writeln!(
+            out,
+            "{:22}  {:>16}  {:>16}  {:>8}",
+            format!("{name} iterations"),
+            opt(it(ca), "", 0),
+            opt(it(cb), "", 0),
+            change(it(ca), it(cb))
+        );
+        let _ = writeln!(
+            out,
+            "{:22}  {:>16}  {:>16}  {:>8}",
+            format!("{name} cpu ms"),
+            opt(cpu(ca), "", 1),
+            opt(cpu(cb), "", 1),
+            change(cpu(ca), cpu(cb))
+        );
+    }
+    let mut checks: Vec<&str> = Vec::new();
+    for c in a.checks.checks.iter().chain(&b.checks.checks) {
+        if !checks.contains(&c.name.as_str()) {
+            checks.push(&c.name);
+        }
+    }
+    for name in checks {
+        let va = a.checks.get(name).map_or("-", |c| c.verdict());
+        let vb = b.checks.get(name).map_or("-", |c| c.verdict());
+        let mark = if va != vb { "changed" } else { "" };
+        let _ = writeln!(out, "{name:22}  {va:>16}  {vb:>16}  {mark:>8}");
+    }
+    out
+}

@@ -2,6 +2,7 @@
 
 pub mod explore;
 pub mod list;
+pub mod report;
 pub mod run;
 pub mod topo;
 pub mod trace;
