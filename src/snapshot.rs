@@ -525,16 +525,13 @@ fn read_scheduler_state(
 fn read_cgroup_procs(tag: &str, dirs: &[PathBuf], events: &mut EventLog) -> Vec<CgroupProcs> {
     let mut out = Vec::new();
     for dir in dirs {
-        if let Some(text) = read_source(&dir.join("cgroup.procs"), tag, events) {
-            let mut pids: Vec<i32> = text
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            pids.sort_unstable();
-            out.push(CgroupProcs {
+        // Threaded v2 cgroups list threads only; the helper maps them.
+        match crate::cgroup::procs_of_dir(dir) {
+            Ok(pids) => out.push(CgroupProcs {
                 path: dir.clone(),
                 pids,
-            });
+            }),
+            Err(err) => events.push(EventKind::CaptureUnavailable, Some(tag), format!("{err:#}")),
         }
     }
     out

@@ -1,14 +1,59 @@
-//! `runq run`: not built yet.
+//! `runq run SCENARIO|FILE.toml`: run a scenario on this kernel and check it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use runq::scenario::{self, parse_duration, RunOptions};
 
 #[derive(clap::Args)]
+#[command(after_help = "Exit codes: 0 every check passed, 1 a check failed, \
+2 bad input (nothing was spawned), 3 environment problem (e.g. no cgroup controller).")]
 pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// A catalog name (see `runq list`) or a scenario file (.toml).
+    #[arg(value_name = "SCENARIO|FILE.toml")]
+    scenario: String,
+    /// Replace the scenario's duration (e.g. 500ms, 5s, 1m).
+    #[arg(long, value_parser = parse_duration_arg)]
+    duration: Option<Duration>,
+    /// Replace the worker count of every work in the scenario.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Seed of the run's random choices (printed in the report).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    quiet: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    Err(runq::error::RunqError::environment(
-        "this subcommand is not available in this build yet",
-    ))
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err("the duration must be positive, e.g. 500ms or 5s".into());
+    }
+    Ok(d)
 }
 
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let scenario = scenario::load(&args.scenario)?;
+    if let Some(path) = &args.json {
+        runq::report::validate_report_path(path)?;
+    }
+    let opts = RunOptions {
+        seed: args.seed,
+        duration: args.duration,
+        workers: args.workers,
+        progress: !args.quiet,
+        ..RunOptions::default()
+    };
+    scenario::install_interrupt_handler()?;
+    let report = scenario::run_scenario(&scenario, &opts)?;
+    print!("{}", report.render_text());
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    Ok(report.exit_code())
+}

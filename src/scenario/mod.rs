@@ -1,1 +1,126 @@
 //! Scenarios: CgroupDef, Step, Op, HoldSpec, CpusetSpec; executor; catalog; TOML.
+//!
+//! A [`Scenario`] declares cgroups (cpuset, weight, works) and steps (ops,
+//! then a hold). [`run_scenario`] validates it against the host topology
+//! (bad input exits 2 before anything is spawned), runs it
+//! ([`executor`]), checks the worker reports ([`crate::check`]) and returns
+//! the [`RunReport`].
+
+pub mod catalog;
+pub mod dsl;
+pub mod executor;
+pub mod resolve;
+pub mod toml;
+pub mod validate;
+
+use std::path::Path;
+
+use rand::RngCore;
+
+pub use dsl::{
+    format_duration, parse_duration, CgroupDef, CpusetSpec, HoldSpec, Op, Scenario, Step, WorkSpec,
+};
+pub use executor::{
+    install_interrupt_handler, Boundary, BoundaryMode, Execution, ExecutorHooks, LiveCgroupView,
+    NoHooks, RunOptions, StepResult,
+};
+pub use validate::validate;
+
+use crate::check::CheckInput;
+use crate::error::RunqError;
+use crate::report::RunReport;
+
+/// Runs a scenario with a seeded RNG (`opts.seed`) and no hooks.
+pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunReport> {
+    let execution = executor::execute(scenario, opts)?;
+    Ok(report_for(execution))
+}
+
+/// Runs a scenario drawing every choice from `rng`, calling `hooks` at
+/// step boundaries (exploration). `seed` is recorded in the report.
+pub fn run_scenario_with(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    seed: u64,
+    rng: &mut dyn RngCore,
+    hooks: &mut dyn ExecutorHooks,
+) -> anyhow::Result<RunReport> {
+    let execution = executor::execute_with(scenario, opts, seed, rng, hooks)?;
+    Ok(report_for(execution))
+}
+
+/// Checks an execution and builds its report.
+pub fn report_for(execution: Execution) -> RunReport {
+    let input = CheckInput {
+        cgroups: execution.cgroup_runs,
+        num_cpus: execution.topology.num_cpus(),
+        duration_ms: execution.duration_ms,
+    };
+    let mut report = RunReport::new(
+        &execution.scenario.name,
+        &execution.topology,
+        execution.seed,
+        input,
+        &execution.scenario.thresholds,
+    );
+    if !execution.captures.captures.is_empty() || !execution.captures.events.is_empty() {
+        report.captures = Some(execution.captures);
+    }
+    for payload in &execution.payloads {
+        report.add_check(payload_check(payload));
+        report
+            .payloads
+            .push(serde_json::to_value(payload).expect("a payload report always serializes"));
+    }
+    report
+}
+
+/// The check a payload adds to the report: its exit, metrics, bounds,
+/// ready marker and cgroup membership, as decided by the payload module.
+fn payload_check(payload: &crate::workload::payload::PayloadReport) -> crate::check::CheckOutcome {
+    let metrics: Vec<String> = payload
+        .metrics
+        .iter()
+        .map(|(name, value)| match payload.units.get(name) {
+            Some(unit) => format!("{name} = {value} {unit}"),
+            None => format!("{name} = {value}"),
+        })
+        .collect();
+    let summary = if payload.passed {
+        format!(
+            "{} ended {:?}{}; {} processes in its cgroup",
+            payload.name,
+            payload.exit,
+            if payload.stopped {
+                " (stopped at the end of the run)"
+            } else {
+                ""
+            },
+            payload.tree.len()
+        )
+    } else {
+        format!("{} failed: {}", payload.name, payload.failures.join("; "))
+    };
+    crate::check::CheckOutcome {
+        name: format!("payload:{}", payload.name),
+        passed: payload.passed,
+        skipped: false,
+        summary,
+        details: payload.failures.iter().cloned().chain(metrics).collect(),
+        value: None,
+        limit: None,
+    }
+}
+
+/// A catalog name or a path to a `.toml` file.
+pub fn load(name_or_path: &str) -> anyhow::Result<Scenario> {
+    let path = Path::new(name_or_path);
+    if name_or_path.ends_with(".toml") || path.is_file() {
+        return toml::from_toml_file(path);
+    }
+    catalog::find(name_or_path).ok_or_else(|| {
+        RunqError::bad_input(format!(
+            "unknown scenario {name_or_path:?}: give a name from `runq list` or a path to a .toml file"
+        ))
+    })
+}

@@ -1,0 +1,501 @@
+//! Scenario types: what a run declares (cgroups, works, steps, checks).
+//!
+//! Every type is serde with `deny_unknown_fields`, so the TOML file format
+//! (see [`super::toml`]) is exactly these types. Durations are written as
+//! text: `"500ms"`, `"2s"`, `"1.5s"`, `"1m"`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::Thresholds;
+use crate::workload::{AffinityIntent, CloneMode, MemPolicy, SchedPolicy, WorkType};
+
+/// Run length when a scenario does not say.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(2);
+
+/// A whole scenario: cgroups, the steps that change them, and thresholds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// basic, cpuset, dynamic, affinity, stress, nested, interaction,
+    /// performance (free text for files).
+    #[serde(default)]
+    pub family: String,
+    /// One line: what the scenario exercises.
+    #[serde(default)]
+    pub description: String,
+    /// Total run length; hold fractions are fractions of it.
+    #[serde(default = "default_duration", with = "duration_text")]
+    pub duration: Duration,
+    /// Every cgroup the scenario uses. Non-deferred ones exist (with their
+    /// works running) from the start.
+    #[serde(default)]
+    pub cgroups: Vec<CgroupDef>,
+    /// Steps run in order. No steps = hold the initial state for the whole
+    /// run.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub thresholds: Thresholds,
+    /// Take a scheduler capture every this many milliseconds during holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periodic_capture_ms: Option<u64>,
+    /// External programs run beside the workers, each in the cgroup its
+    /// `cgroup` names (the run root when unset), from the start of the first
+    /// step; one still running at the end is stopped (SIGTERM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payloads: Vec<crate::workload::payload::PayloadSpec>,
+}
+
+fn default_duration() -> Duration {
+    DEFAULT_DURATION
+}
+
+/// One cgroup under the run root. `name` may be nested (`"outer/inner"`);
+/// the parent must then be declared too (and come first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<CpusetSpec>,
+    /// CPU weight 1..=10000 (100 = default; v1 shares = weight * 1024 / 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub works: Vec<WorkSpec>,
+    /// Created only by an `add_cgroup` op, not at the start.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deferred: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl CgroupDef {
+    /// A cgroup with no cpuset, default weight and the given works.
+    pub fn new(name: &str, works: Vec<WorkSpec>) -> Self {
+        CgroupDef {
+            name: name.to_owned(),
+            cpuset: None,
+            weight: None,
+            works,
+            deferred: false,
+        }
+    }
+
+    pub fn cpuset(mut self, spec: CpusetSpec) -> Self {
+        self.cpuset = Some(spec);
+        self
+    }
+
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+}
+
+/// A group of identical workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkSpec {
+    /// Work type in the `runq workload --work` form, e.g. `"cpu_spin"` or
+    /// `"bursty:burst_ms=5,sleep_ms=5"`.
+    #[serde(with = "work_text")]
+    pub work: WorkType,
+    pub workers: usize,
+    #[serde(default = "default_clone_mode", with = "forms::CloneModeForm")]
+    pub clone_mode: CloneMode,
+    #[serde(default = "default_affinity", with = "forms::AffinityForm")]
+    pub affinity: AffinityIntent,
+    #[serde(default = "default_policy", with = "forms::PolicyForm")]
+    pub policy: SchedPolicy,
+    #[serde(default)]
+    pub nice: i32,
+    #[serde(default = "default_mem_policy", with = "forms::MemPolicyForm")]
+    pub mem_policy: MemPolicy,
+}
+
+fn default_clone_mode() -> CloneMode {
+    CloneMode::Fork
+}
+fn default_affinity() -> AffinityIntent {
+    AffinityIntent::Inherit
+}
+fn default_policy() -> SchedPolicy {
+    SchedPolicy::Normal
+}
+fn default_mem_policy() -> MemPolicy {
+    MemPolicy::Default
+}
+
+impl WorkSpec {
+    /// `workers` fork workers of `work`, default everything else.
+    pub fn new(work: WorkType, workers: usize) -> Self {
+        WorkSpec {
+            work,
+            workers,
+            clone_mode: default_clone_mode(),
+            affinity: default_affinity(),
+            policy: default_policy(),
+            nice: 0,
+            mem_policy: default_mem_policy(),
+        }
+    }
+
+    pub fn threads(mut self) -> Self {
+        self.clone_mode = CloneMode::Thread;
+        self
+    }
+
+    pub fn affinity(mut self, affinity: AffinityIntent) -> Self {
+        self.affinity = affinity;
+        self
+    }
+
+    pub fn policy(mut self, policy: SchedPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = nice;
+        self
+    }
+}
+
+/// One step: ops applied at its start, then a hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    #[serde(default)]
+    pub ops: Vec<Op>,
+    pub hold: HoldSpec,
+}
+
+impl Step {
+    pub fn new(ops: Vec<Op>, hold: HoldSpec) -> Self {
+        Step { ops, hold }
+    }
+}
+
+/// How long a step lasts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HoldSpec {
+    /// This fraction of the scenario's duration, in (0, 1].
+    Fraction(f64),
+    /// A fixed time, independent of `--duration`.
+    Fixed(#[serde(with = "duration_text")] Duration),
+    /// Re-apply the step's ops every `every` for `fraction` of the run (the
+    /// ops run once at the start too): churn.
+    Loop {
+        #[serde(with = "duration_text")]
+        every: Duration,
+        fraction: f64,
+    },
+}
+
+impl HoldSpec {
+    /// The hold's length for a run of `total`.
+    pub fn length(&self, total: Duration) -> Duration {
+        match self {
+            HoldSpec::Fraction(f) | HoldSpec::Loop { fraction: f, .. } => total.mul_f64(*f),
+            HoldSpec::Fixed(d) => *d,
+        }
+    }
+}
+
+/// Which CPUs a cgroup's cpuset holds, relative to the topology.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CpusetSpec {
+    /// Exactly the CPUs of LLC `index`.
+    LlcAligned { index: usize },
+    /// Part `index` of the CPUs split into `of` disjoint parts.
+    Disjoint { index: usize, of: usize },
+    /// Part `index` of `of`, extended into the next part by `overlap` (0, 1]
+    /// of its size.
+    Overlapping {
+        index: usize,
+        of: usize,
+        overlap: f64,
+    },
+    /// CPUs from `from_frac` to `to_frac` of the (topology-ordered) CPUs.
+    Range { from_frac: f64, to_frac: f64 },
+    /// These CPU numbers.
+    Exact(Vec<usize>),
+}
+
+/// A change applied at the start of a step (and every `every` in a loop).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// Create a deferred (or removed) cgroup and start its works.
+    AddCgroup {
+        cgroup: String,
+    },
+    /// Stop the cgroup's workers and remove it (and its children).
+    RemoveCgroup {
+        cgroup: String,
+    },
+    SetCpuset {
+        cgroup: String,
+        cpuset: CpusetSpec,
+    },
+    /// Back to the parent's CPUs.
+    ClearCpuset {
+        cgroup: String,
+    },
+    /// Exchange the cpusets of two cgroups.
+    SwapCpusets {
+        a: String,
+        b: String,
+    },
+    /// Start more workers in a live cgroup.
+    Spawn {
+        cgroup: String,
+        works: Vec<WorkSpec>,
+    },
+    /// Stop every worker of the cgroup (the cgroup stays).
+    Stop {
+        cgroup: String,
+    },
+    /// Re-pin every live worker of the cgroup.
+    SetAffinity {
+        cgroup: String,
+        #[serde(with = "forms::AffinityForm")]
+        affinity: AffinityIntent,
+    },
+    /// Move every live worker of `from` into `to`.
+    MoveTasks {
+        from: String,
+        to: String,
+    },
+    /// Take a tagged scheduler + cgroup capture.
+    CaptureSnapshot {
+        tag: String,
+    },
+}
+
+impl Op {
+    /// The op's name as written in files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::AddCgroup { .. } => "add_cgroup",
+            Op::RemoveCgroup { .. } => "remove_cgroup",
+            Op::SetCpuset { .. } => "set_cpuset",
+            Op::ClearCpuset { .. } => "clear_cpuset",
+            Op::SwapCpusets { .. } => "swap_cpusets",
+            Op::Spawn { .. } => "spawn",
+            Op::Stop { .. } => "stop",
+            Op::SetAffinity { .. } => "set_affinity",
+            Op::MoveTasks { .. } => "move_tasks",
+            Op::CaptureSnapshot { .. } => "capture_snapshot",
+        }
+    }
+
+    /// Cgroup names the op refers to, with the field naming each.
+    pub fn cgroup_refs(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Op::AddCgroup { cgroup }
+            | Op::RemoveCgroup { cgroup }
+            | Op::SetCpuset { cgroup, .. }
+            | Op::ClearCpuset { cgroup }
+            | Op::Spawn { cgroup, .. }
+            | Op::Stop { cgroup }
+            | Op::SetAffinity { cgroup, .. } => vec![("cgroup", cgroup.as_str())],
+            Op::SwapCpusets { a, b } => vec![("a", a.as_str()), ("b", b.as_str())],
+            Op::MoveTasks { from, to } => vec![("from", from.as_str()), ("to", to.as_str())],
+            Op::CaptureSnapshot { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"100us"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: write e.g. \"500ms\", \"2s\" or \"1m\""))?;
+    let seconds = match unit.trim() {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        _ => {
+            return Err(format!(
+                "bad duration {text:?}: unit must be us, ms, s or m (e.g. \"500ms\", \"2s\")"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds > 24.0 * 3600.0 {
+        return Err(format!("duration {text:?} is out of range (at most 24 h)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}us", d.as_micros())
+    } else if ms >= 1000.0 && d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// serde for durations as text.
+pub mod duration_text {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde for work types in the `runq workload --work` text form.
+pub mod work_text {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(w: &WorkType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&work_to_text(w))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<WorkType, D::Error> {
+        let text = String::deserialize(d)?;
+        WorkType::parse_cli(&text).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+/// The `runq workload --work` text of a work type: its name, then its
+/// parameters as `k=v` in declaration order (read back by
+/// `WorkType::parse_cli`).
+pub fn work_to_text(work: &WorkType) -> String {
+    let value = serde_json::to_value(work).unwrap_or(serde_json::Value::Null);
+    let params = match &value {
+        serde_json::Value::Object(map) => map.values().next().cloned(),
+        _ => None,
+    };
+    let mut text = work.name().to_owned();
+    if let (WorkType::Sequence { phases }, _) = (work, &params) {
+        let parts: Vec<String> = phases
+            .iter()
+            .map(|p| {
+                let kind = match p {
+                    crate::workload::Phase::Spin { .. } => "spin",
+                    crate::workload::Phase::Sleep { .. } => "sleep",
+                    crate::workload::Phase::Yield { .. } => "yield",
+                    crate::workload::Phase::Io { .. } => "io",
+                };
+                format!("{kind}{}", p.ms())
+            })
+            .collect();
+        return format!("{text}:phases={}", parts.join("/"));
+    }
+    if let Some(serde_json::Value::Object(fields)) = params {
+        let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !parts.is_empty() {
+            text = format!("{text}:{}", parts.join(","));
+        }
+    }
+    text
+}
+
+/// snake_case file forms of the workload enums (`"thread"`, `"idle"`,
+/// `{ fifo = 10 }`, `"single_cpu"`, `{ random_subset = { count = 2 } }`).
+pub mod forms {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(remote = "CloneMode", rename_all = "snake_case")]
+    pub enum CloneModeForm {
+        Fork,
+        Thread,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(remote = "SchedPolicy", rename_all = "snake_case")]
+    pub enum PolicyForm {
+        Normal,
+        Batch,
+        Idle,
+        Fifo(u32),
+        RoundRobin(u32),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(remote = "MemPolicy", rename_all = "snake_case")]
+    pub enum MemPolicyForm {
+        Default,
+        Bind(Vec<usize>),
+        Preferred(usize),
+        Interleave(Vec<usize>),
+        Local,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(
+        remote = "AffinityIntent",
+        rename_all = "snake_case",
+        deny_unknown_fields
+    )]
+    pub enum AffinityForm {
+        Inherit,
+        Exact(Vec<usize>),
+        SingleCpu,
+        LlcAligned,
+        RandomSubset { count: usize },
+        CrossCgroup,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for text in ["500ms", "2s", "1m", "250us"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{text}");
+        }
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn hold_lengths() {
+        let total = Duration::from_secs(2);
+        assert_eq!(
+            HoldSpec::Fraction(0.25).length(total),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            HoldSpec::Fixed(Duration::from_millis(30)).length(total),
+            Duration::from_millis(30)
+        );
+    }
+}

@@ -1,0 +1,1127 @@
+//! Runs a scenario on the host: cgroups, workers, steps, holds, captures,
+//! then checks.
+//!
+//! The controller stays single-threaded: sampling the workers' iteration
+//! counters (every [`RunOptions::sample_interval`]), the progress bar,
+//! periodic captures and loop holds all run from the hold loop on the main
+//! thread.
+//!
+//! Workers are spawned in *batches*: the works of a cgroup when it is
+//! created, or the works of one `spawn` op. A batch is spawned parked,
+//! moved into its cgroup (whole processes through `cgroup.procs`; thread
+//! workers live in one host process per work, which moves with its
+//! threads), pinned when its work has an affinity intent, then started.
+//! Each batch becomes one `CgroupRun` of the report: its workers share a
+//! lifetime, so fair shares and progress samples line up.
+//!
+//! # Step boundaries
+//! [`ExecutorHooks::at_boundary`] is called before every step and once after
+//! the last. What is live there depends on [`BoundaryMode`]:
+//! - `Live` (normal runs): cgroups exist and workers keep running across the
+//!   boundary; the hook sees their pids and cgroup directories.
+//! - `Quiescent` (exploration): every worker was stopped and collected and
+//!   every cgroup removed before the hook runs, so no child process, cgroup,
+//!   pipe or shared mapping of the run exists: the process may fork there.
+//!   The next step re-creates the live cgroups (under a root named after the
+//!   process that continues, so forked timelines never share cgroups) and
+//!   re-spawns the works that were running, with their declared affinity.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::Context;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use rand::{RngCore, SeedableRng};
+
+use super::dsl::{CgroupDef, HoldSpec, Op, Scenario, Step, WorkSpec};
+use super::resolve::{resolve_affinity, resolve_cpuset};
+use super::validate::{parent_of, validate, workload_config};
+use crate::cgroup::CgroupManager;
+use crate::check::{CgroupRun, ProgressSample, WorkerSetup};
+use crate::error::RunqError;
+use crate::snapshot::{CaptureTargets, PeriodicCaptures, SnapshotBridge, SnapshotSection};
+use crate::topology::{format_cpu_list, Topology};
+use crate::workload::payload::{cgroup_procs_files, PayloadHandle, PayloadReport};
+use crate::workload::{AffinityIntent, SchedPolicy, WorkerReport, WorkloadHandle};
+
+/// The signal that asked the run to end (0: none), set by the handler that
+/// [`install_interrupt_handler`] installs.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_interrupt(signal: libc::c_int) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM end a run cleanly: the hold loop notices within
+/// one sample interval and the run fails with an environment error after
+/// stopping every worker and removing its cgroups. Forked workers inherit
+/// the handler, so a Ctrl-C sent to the whole process group leaves them to
+/// the controller's prompt stop.
+pub fn install_interrupt_handler() -> anyhow::Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(note_interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores into an atomic, which is
+        // async-signal-safe; no previous handler is relied upon.
+        unsafe { sigaction(signal, &action) }
+            .with_context(|| format!("installing a {signal} handler"))?;
+    }
+    Ok(())
+}
+
+/// Fails when SIGINT or SIGTERM arrived since the handler was installed.
+fn check_interrupted() -> anyhow::Result<()> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        signal => Err(RunqError::environment(format!(
+            "interrupted by {}: the workers were stopped and the run's cgroups removed",
+            Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.to_string())
+        ))),
+    }
+}
+
+/// Default interval between samples of the iteration counters.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(15);
+
+/// What is live at a step boundary (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BoundaryMode {
+    #[default]
+    Live,
+    Quiescent,
+}
+
+/// How to run a scenario.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Seed of the run's RNG (random affinity subsets, worker seeds). `None`
+    /// picks one from the clock; the report records it.
+    pub seed: Option<u64>,
+    /// Replaces the scenario's duration.
+    pub duration: Option<Duration>,
+    /// Replaces the worker count of every work.
+    pub workers: Option<usize>,
+    /// Draw a progress bar on stderr when it is a terminal.
+    pub progress: bool,
+    pub boundary_mode: BoundaryMode,
+    pub sample_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            seed: None,
+            duration: None,
+            workers: None,
+            progress: false,
+            boundary_mode: BoundaryMode::Live,
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
+        }
+    }
+}
+
+impl RunOptions {
+    /// The scenario with `duration` and `workers` applied.
+    pub fn apply(&self, scenario: &Scenario) -> Scenario {
+        let mut s = scenario.clone();
+        if let Some(d) = self.duration {
+            s.duration = d;
+        }
+        if let Some(n) = self.workers {
+            for def in &mut s.cgroups {
+                for work in &mut def.works {
+                    work.workers = n;
+                }
+            }
+            for step in &mut s.steps {
+                for op in &mut step.ops {
+                    if let Op::Spawn { works, .. } = op {
+                        for work in works {
+                            work.workers = n;
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// The seed to use: the given one, or one from the clock.
+    pub fn resolved_seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+                ^ u64::from(std::process::id())
+        })
+    }
+}
+
+/// Live workers of one cgroup at a boundary.
+#[derive(Clone, Debug)]
+pub struct LiveCgroupView {
+    pub cgroup: String,
+    pub worker_pids: Vec<i32>,
+    pub process_pids: Vec<i32>,
+    /// Every hierarchy directory backing the cgroup.
+    pub paths: Vec<PathBuf>,
+}
+
+/// What one finished step did.
+#[derive(Clone, Debug, Default)]
+pub struct StepResult {
+    pub index: usize,
+    pub elapsed_ms: f64,
+    /// Iterations each live cgroup's workers made during the step's hold
+    /// (summed over its workers).
+    pub iterations: BTreeMap<String, u64>,
+    /// Batches stopped during or at the end of this step, with reports.
+    pub collected: Vec<CgroupRun>,
+}
+
+/// A step boundary, as hooks see it.
+pub struct Boundary<'a> {
+    /// The step about to run (`steps.len()` after the last one).
+    pub index: usize,
+    pub mode: BoundaryMode,
+    /// The run's RNG: draw choices from it so explored runs replay.
+    pub rng: &'a mut dyn RngCore,
+    /// The plan. Hooks may rewrite `steps[index..]` or push steps; the plan
+    /// is validated again before it continues (bad input stops the run).
+    pub steps: &'a mut Vec<Step>,
+    /// The step that just finished (`None` before the first).
+    pub previous: Option<&'a StepResult>,
+    /// Live workers (empty in `Quiescent` mode).
+    pub live: Vec<LiveCgroupView>,
+}
+
+/// Callbacks at step boundaries (exploration, tests).
+pub trait ExecutorHooks {
+    fn at_boundary(&mut self, boundary: &mut Boundary<'_>) -> anyhow::Result<()> {
+        let _ = boundary;
+        Ok(())
+    }
+}
+
+/// Hooks that do nothing.
+pub struct NoHooks;
+impl ExecutorHooks for NoHooks {}
+
+/// Everything a run measured, before checks.
+#[derive(Debug)]
+pub struct Execution {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub topology: Topology,
+    pub cgroup_runs: Vec<CgroupRun>,
+    pub captures: SnapshotSection,
+    pub duration_ms: f64,
+    pub cgroup_root: String,
+    /// One report per payload of the scenario, in declaration order.
+    pub payloads: Vec<PayloadReport>,
+}
+
+struct LiveWork {
+    spec: WorkSpec,
+    handle: WorkloadHandle,
+}
+
+struct Batch {
+    cgroup: String,
+    label: String,
+    works: Vec<LiveWork>,
+    /// The run's start: samples and setups use ms since then.
+    run_start: Instant,
+    started: Instant,
+    samples: Vec<ProgressSample>,
+    /// Per worker: union of the masks it was pinned to, `None` once it was
+    /// unpinned or its cgroup's cpuset changed (a v1 cpuset resets masks).
+    affinity: Vec<Option<BTreeSet<usize>>>,
+    pinned: Vec<bool>,
+    weight: Option<u32>,
+    /// Union of every CPU set the batch's cgroups allowed while it ran
+    /// (`None`: never restricted).
+    cpus_bound: Option<BTreeSet<usize>>,
+    iterations_at_step_start: u64,
+}
+
+impl Batch {
+    fn worker_pids(&self) -> Vec<i32> {
+        self.works
+            .iter()
+            .flat_map(|w| w.handle.worker_pids())
+            .collect()
+    }
+
+    fn process_pids(&self) -> Vec<i32> {
+        self.works
+            .iter()
+            .flat_map(|w| w.handle.process_pids())
+            .collect()
+    }
+
+    fn iterations(&self) -> Vec<u64> {
+        self.works
+            .iter()
+            .flat_map(|w| w.handle.snapshot_iterations())
+            .collect()
+    }
+
+    fn sample(&mut self) {
+        let iterations = self.iterations();
+        self.samples.push(ProgressSample {
+            at_ms: ms_since(self.run_start),
+            iterations,
+        });
+    }
+
+    /// Index of the first worker of work `w` within the batch.
+    fn offset(&self, w: usize) -> usize {
+        self.works[..w].iter().map(|x| x.spec.workers).sum()
+    }
+
+    /// Records masks given to the workers of work `w`.
+    fn record_masks(&mut self, w: usize, masks: Option<Vec<Vec<usize>>>) {
+        let offset = self.offset(w);
+        let count = self.works[w].spec.workers;
+        for i in 0..count {
+            let slot = offset + i;
+            match &masks {
+                Some(masks) => {
+                    let mask = &masks[i % masks.len()];
+                    if self.pinned[slot] {
+                        if let Some(bound) = &mut self.affinity[slot] {
+                            bound.extend(mask.iter().copied());
+                        }
+                    } else {
+                        self.pinned[slot] = true;
+                        self.affinity[slot] = Some(mask.iter().copied().collect());
+                    }
+                }
+                None => {
+                    if self.pinned[slot] {
+                        self.affinity[slot] = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel may have reset every mask (cpuset change or move).
+    fn forget_masks(&mut self) {
+        for slot in 0..self.affinity.len() {
+            self.affinity[slot] = None;
+        }
+    }
+
+    /// Adds the CPUs a cpuset change or move lets the workers reach from
+    /// now on. `cpus_bound == None` means "any CPU" and stays so: workers
+    /// that ran unrestricted may have used any CPU before a later narrowing.
+    fn widen_bound(&mut self, cpus: Option<&Vec<usize>>, topo: &Topology) {
+        if let Some(bound) = &mut self.cpus_bound {
+            bound.extend(cpus.cloned().unwrap_or_else(|| topo.cpu_ids()));
+        }
+    }
+
+    /// Stops every worker and turns the batch into a report entry.
+    fn finish(mut self) -> CgroupRun {
+        self.sample();
+        let run_ms = ms_since(self.started);
+        let started_ms = self.started.duration_since(self.run_start).as_secs_f64() * 1e3;
+        let stopped_ms = ms_since(self.run_start);
+        let mut workers: Vec<WorkerReport> = Vec::new();
+        let mut setups = Vec::new();
+        let mut slot = 0;
+        for work in self.works {
+            let reports = work.handle.stop_and_collect();
+            for _ in 0..reports.len() {
+                let affinity = self
+                    .affinity
+                    .get(slot)
+                    .cloned()
+                    .flatten()
+                    .map(|b| b.into_iter().collect());
+                let mut setup =
+                    WorkerSetup::from_policy(&work.spec.policy, work.spec.nice, affinity);
+                setup.started_ms = Some(started_ms);
+                setup.stopped_ms = Some(stopped_ms);
+                setups.push(setup);
+                slot += 1;
+            }
+            workers.extend(reports);
+        }
+        CgroupRun {
+            name: self.label,
+            cpuset: self.cpus_bound.map(|b| b.into_iter().collect()),
+            weight: self.weight.map(u64::from),
+            workers,
+            setups,
+            samples: self.samples,
+            run_ms,
+        }
+    }
+}
+
+struct LiveCgroup {
+    def: CgroupDef,
+    /// The cpuset written to the cgroup, if any.
+    cpus: Option<Vec<usize>>,
+}
+
+/// Runs `scenario` with a seeded RNG and no hooks.
+pub fn execute(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Execution> {
+    let seed = opts.resolved_seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    execute_with(scenario, opts, seed, &mut rng, &mut NoHooks)
+}
+
+/// Runs `scenario` drawing every choice from `rng` and calling `hooks` at
+/// step boundaries. `seed` is only recorded in the report.
+pub fn execute_with(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    seed: u64,
+    rng: &mut dyn RngCore,
+    hooks: &mut dyn ExecutorHooks,
+) -> anyhow::Result<Execution> {
+    let topology = Topology::host()?;
+    let mut scenario = opts.apply(scenario);
+    validate(&scenario, &topology)?;
+    let mut steps = std::mem::take(&mut scenario.steps);
+    let implicit = steps.is_empty();
+    if implicit {
+        steps.push(Step::new(Vec::new(), HoldSpec::Fraction(1.0)));
+    }
+
+    let mut ex = Executor {
+        batches: Vec::new(),
+        payloads: Vec::new(),
+        payload_reports: Vec::new(),
+        manager: None,
+        cgroups: BTreeMap::new(),
+        declared: scenario
+            .cgroups
+            .iter()
+            .map(|d| (d.name.clone(), d.clone()))
+            .collect(),
+        finished: Vec::new(),
+        resume: Vec::new(),
+        bridge: SnapshotBridge::new(),
+        periodic: scenario
+            .periodic_capture_ms
+            .map(|ms| PeriodicCaptures::new(Duration::from_millis(ms), Instant::now())),
+        topology: topology.clone(),
+        rng,
+        opts: opts.clone(),
+        total: scenario.duration,
+        progress: None,
+        run_start: Instant::now(),
+        step_index: 0,
+        held_ms: 0,
+        cgroup_root: String::new(),
+    };
+    let started = Instant::now();
+    ex.open_manager()?;
+    for def in scenario.cgroups.iter().filter(|d| !d.deferred) {
+        ex.add_cgroup(def.clone(), true)?;
+    }
+    ex.start_payloads(&scenario.payloads)?;
+    ex.start_progress(&steps, &scenario);
+
+    let mut previous: Option<StepResult> = None;
+    let mut index = 0;
+    loop {
+        if opts.boundary_mode == BoundaryMode::Quiescent && index > 0 {
+            ex.quiesce(previous.as_mut())?;
+        }
+        let live = ex.live_views();
+        let mut boundary = Boundary {
+            index,
+            mode: opts.boundary_mode,
+            rng: &mut *ex.rng,
+            steps: &mut steps,
+            previous: previous.as_ref(),
+            live,
+        };
+        let before = boundary.steps.clone();
+        hooks.at_boundary(&mut boundary)?;
+        if *boundary.steps != before {
+            let mut check = scenario.clone();
+            check.steps = steps.clone();
+            validate(&check, &ex.topology).context("a hook changed the steps")?;
+        }
+        if index >= steps.len() {
+            break;
+        }
+        if opts.boundary_mode == BoundaryMode::Quiescent && index > 0 {
+            ex.revive()?;
+        }
+        ex.step_index = index;
+        let step = steps[index].clone();
+        let step_started = Instant::now();
+        let mut result = StepResult {
+            index,
+            ..StepResult::default()
+        };
+        ex.mark_step_start();
+        for op in &step.ops {
+            ex.apply(op, &mut result)?;
+        }
+        ex.hold(&step, &mut result)?;
+        result.elapsed_ms = ms_since(step_started);
+        result.iterations = ex.step_iterations();
+        previous = Some(result);
+        index += 1;
+    }
+
+    ex.collect_payloads();
+    ex.stop_everything();
+    let duration_ms = ms_since(started);
+    if let Some(pb) = ex.progress.take() {
+        pb.finish_and_clear();
+    }
+    ex.close_manager()?;
+    scenario.steps = if implicit { Vec::new() } else { steps };
+    Ok(Execution {
+        scenario,
+        seed,
+        topology,
+        cgroup_runs: std::mem::take(&mut ex.finished),
+        captures: ex.bridge.drain(),
+        duration_ms,
+        cgroup_root: ex.cgroup_root.clone(),
+        payloads: std::mem::take(&mut ex.payload_reports),
+    })
+}
+
+// Field order matters: batches (workers) drop before the manager (cgroups).
+struct Executor<'r> {
+    batches: Vec<Batch>,
+    /// Running payloads (dropping one kills its tree, before the cgroups go).
+    payloads: Vec<PayloadHandle>,
+    payload_reports: Vec<PayloadReport>,
+    manager: Option<CgroupManager>,
+    cgroups: BTreeMap<String, LiveCgroup>,
+    declared: BTreeMap<String, CgroupDef>,
+    finished: Vec<CgroupRun>,
+    /// Quiescent mode: what to re-spawn at the next step.
+    resume: Vec<(String, String, Vec<WorkSpec>)>,
+    bridge: SnapshotBridge,
+    periodic: Option<PeriodicCaptures>,
+    topology: Topology,
+    rng: &'r mut dyn RngCore,
+    opts: RunOptions,
+    total: Duration,
+    progress: Option<indicatif::ProgressBar>,
+    run_start: Instant,
+    step_index: usize,
+    /// Milliseconds held in finished steps (progress position).
+    held_ms: u64,
+    cgroup_root: String,
+}
+
+impl Executor<'_> {
+    fn open_manager(&mut self) -> anyhow::Result<()> {
+        let manager = CgroupManager::detect()?;
+        self.cgroup_root = manager.root_name().to_owned();
+        self.manager = Some(manager);
+        Ok(())
+    }
+
+    fn close_manager(&mut self) -> anyhow::Result<()> {
+        if let Some(mut manager) = self.manager.take() {
+            manager.teardown().context("removing the run's cgroups")?;
+        }
+        Ok(())
+    }
+
+    fn manager(&self) -> anyhow::Result<&CgroupManager> {
+        self.manager
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no cgroup manager at this point of the run"))
+    }
+
+    /// CPUs a cgroup allows: its cpuset, else its parent's, else all.
+    fn allowed(&self, name: &str) -> Vec<usize> {
+        let mut cur = Some(name);
+        while let Some(n) = cur {
+            if let Some(cpus) = self.cgroups.get(n).and_then(|c| c.cpus.clone()) {
+                return cpus;
+            }
+            cur = parent_of(n);
+        }
+        self.topology.cpu_ids()
+    }
+
+    fn restricted(&self, name: &str) -> Option<Vec<usize>> {
+        let mut cur = Some(name);
+        while let Some(n) = cur {
+            if let Some(cpus) = self.cgroups.get(n).and_then(|c| c.cpus.clone()) {
+                return Some(cpus);
+            }
+            cur = parent_of(n);
+        }
+        None
+    }
+
+    fn start_progress(&mut self, steps: &[Step], scenario: &Scenario) {
+        if !self.opts.progress || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let total_ms: u128 = steps
+            .iter()
+            .map(|s| s.hold.length(scenario.duration).as_millis())
+            .sum();
+        let pb = indicatif::ProgressBar::new(total_ms as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ms {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(scenario.name.clone());
+        self.progress = Some(pb);
+    }
+
+    /// Creates a cgroup (cpuset, weight) and spawns its works.
+    fn add_cgroup(&mut self, def: CgroupDef, with_works: bool) -> anyhow::Result<()> {
+        let cpus = match &def.cpuset {
+            Some(spec) => Some(
+                resolve_cpuset(spec, &self.topology)
+                    .map_err(|m| anyhow::anyhow!("cgroup {}: {m}", def.name))?,
+            ),
+            None => None,
+        };
+        {
+            let backend = self.manager()?.backend();
+            backend
+                .create(&def.name)
+                .with_context(|| format!("creating cgroup {}", def.name))?;
+            if let Some(cpus) = &cpus {
+                backend
+                    .set_cpuset(&def.name, cpus, None)
+                    .with_context(|| format!("setting the cpuset of {}", def.name))?;
+            }
+            if let Some(weight) = def.weight {
+                backend
+                    .set_weight(&def.name, weight)
+                    .with_context(|| format!("setting the weight of {}", def.name))?;
+            }
+        }
+        let name = def.name.clone();
+        let works = def.works.clone();
+        self.cgroups.insert(name.clone(), LiveCgroup { def, cpus });
+        if with_works && !works.is_empty() {
+            self.spawn_batch(&name, name.clone(), &works)?;
+        }
+        Ok(())
+    }
+
+    /// Spawns `works` parked, moves them into `cgroup`, pins, starts.
+    fn spawn_batch(
+        &mut self,
+        cgroup: &str,
+        label: String,
+        works: &[WorkSpec],
+    ) -> anyhow::Result<()> {
+        let allowed = self.allowed(cgroup);
+        let total: usize = works.iter().map(|w| w.workers).sum();
+        let mut batch = Batch {
+            cgroup: cgroup.to_owned(),
+            label,
+            works: Vec::new(),
+            run_start: self.run_start,
+            started: Instant::now(),
+            samples: Vec::new(),
+            affinity: vec![None; total],
+            pinned: vec![false; total],
+            weight: self.weight_of(cgroup),
+            cpus_bound: None,
+            iterations_at_step_start: 0,
+        };
+        batch.cpus_bound = self
+            .restricted(cgroup)
+            .map(|cpus| cpus.into_iter().collect());
+        for spec in works {
+            let config = workload_config(spec, self.rng.next_u64());
+            let handle = WorkloadHandle::spawn(&config)
+                .with_context(|| format!("spawning {} workers in {cgroup}", spec.work.name()))?;
+            // Owned by the batch at once so an error below still reaps it.
+            batch.works.push(LiveWork {
+                spec: spec.clone(),
+                handle,
+            });
+            let w = batch.works.len() - 1;
+            let work = &batch.works[w];
+            if matches!(
+                spec.policy,
+                SchedPolicy::Fifo(_) | SchedPolicy::RoundRobin(_)
+            ) {
+                grant_rt_budget(&self.manager()?.backend().paths(cgroup))?;
+            }
+            self.manager()?
+                .backend()
+                .move_procs(cgroup, &work.handle.process_pids())
+                .with_context(|| format!("moving {} workers into {cgroup}", spec.work.name()))?;
+            // After the move: a v1 cpuset resets the mask on attach.
+            let masks = apply_affinity(
+                &work.handle,
+                &spec.affinity,
+                spec.workers,
+                &allowed,
+                &self.topology,
+                &mut *self.rng,
+            )
+            .with_context(|| format!("pinning {} workers in {cgroup}", spec.work.name()))?;
+            batch.record_masks(w, masks);
+        }
+        for work in &mut batch.works {
+            work.handle.start()?;
+        }
+        batch.started = Instant::now();
+        self.batches.push(batch);
+        Ok(())
+    }
+
+    /// Stops the batches of `cgroup` (and of its children if `nested`).
+    fn stop_batches(&mut self, cgroup: &str, nested: bool, result: Option<&mut StepResult>) {
+        let prefix = format!("{cgroup}/");
+        let (stop, keep): (Vec<Batch>, Vec<Batch>) = std::mem::take(&mut self.batches)
+            .into_iter()
+            .partition(|b| b.cgroup == cgroup || (nested && b.cgroup.starts_with(&prefix)));
+        self.batches = keep;
+        let mut collected = Vec::new();
+        for batch in stop {
+            let run = batch.finish();
+            collected.push(run.clone());
+            self.finished.push(run);
+        }
+        if let Some(result) = result {
+            result.collected.extend(collected);
+        }
+    }
+
+    /// Starts every payload in its cgroup (the run root when it names none).
+    fn start_payloads(
+        &mut self,
+        specs: &[crate::workload::payload::PayloadSpec],
+    ) -> anyhow::Result<()> {
+        for spec in specs {
+            let rel = spec.cgroup.clone().unwrap_or_default();
+            let files = cgroup_procs_files(self.manager()?.backend(), &rel);
+            let handle = PayloadHandle::spawn(spec, &files)
+                .with_context(|| format!("starting payload {}", spec.name))?;
+            self.payloads.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Lets each payload make progress: drains its output, samples its tree.
+    fn tick_payloads(&mut self) {
+        for payload in &mut self.payloads {
+            payload.tick(Duration::ZERO);
+        }
+    }
+
+    /// Reports every payload: finished ones as they ended, running ones
+    /// after stopping them.
+    fn collect_payloads(&mut self) {
+        for payload in std::mem::take(&mut self.payloads) {
+            self.payload_reports.push(payload.stop_and_collect());
+        }
+    }
+
+    fn stop_everything(&mut self) {
+        for batch in std::mem::take(&mut self.batches) {
+            self.finished.push(batch.finish());
+        }
+    }
+
+    fn apply(&mut self, op: &Op, result: &mut StepResult) -> anyhow::Result<()> {
+        let topo = self.topology.clone();
+        match op {
+            Op::AddCgroup { cgroup } => {
+                let def = self
+                    .declared(cgroup)
+                    .ok_or_else(|| anyhow::anyhow!("add_cgroup: {cgroup} is not declared"))?;
+                self.add_cgroup(def, true)?;
+            }
+            Op::RemoveCgroup { cgroup } => {
+                self.stop_batches(cgroup, true, Some(result));
+                self.manager()?
+                    .backend()
+                    .remove(cgroup)
+                    .with_context(|| format!("removing cgroup {cgroup}"))?;
+                let prefix = format!("{cgroup}/");
+                self.cgroups
+                    .retain(|n, _| n != cgroup && !n.starts_with(&prefix));
+            }
+            Op::SetCpuset { cgroup, cpuset } => {
+                let cpus = resolve_cpuset(cpuset, &topo)
+                    .map_err(|m| anyhow::anyhow!("set_cpuset {cgroup}: {m}"))?;
+                self.write_cpuset(cgroup, Some(cpus))?;
+            }
+            Op::ClearCpuset { cgroup } => self.write_cpuset(cgroup, None)?,
+            Op::SwapCpusets { a, b } => {
+                let cpus_a = self.cgroups.get(a).and_then(|c| c.cpus.clone());
+                let cpus_b = self.cgroups.get(b).and_then(|c| c.cpus.clone());
+                self.write_cpuset(a, cpus_b)?;
+                self.write_cpuset(b, cpus_a)?;
+            }
+            Op::Spawn { cgroup, works } => {
+                let label = format!("{cgroup}@step{}", self.step_index);
+                self.spawn_batch(cgroup, label, works)?;
+            }
+            Op::Stop { cgroup } => self.stop_batches(cgroup, false, Some(result)),
+            Op::SetAffinity { cgroup, affinity } => {
+                let allowed = self.allowed(cgroup);
+                for batch in self.batches.iter_mut().filter(|b| &b.cgroup == cgroup) {
+                    for w in 0..batch.works.len() {
+                        let work = &batch.works[w];
+                        let masks = apply_affinity(
+                            &work.handle,
+                            affinity,
+                            work.spec.workers,
+                            &allowed,
+                            &topo,
+                            &mut *self.rng,
+                        )
+                        .with_context(|| format!("set_affinity on {cgroup}"))?;
+                        let masks = match masks {
+                            Some(m) => Some(m),
+                            // Inherit: back to every CPU the cgroup allows.
+                            None => {
+                                let all = vec![topo.cpu_ids(); work.spec.workers];
+                                for (i, mask) in all.iter().enumerate() {
+                                    work.handle.set_affinity(i, mask)?;
+                                }
+                                None
+                            }
+                        };
+                        batch.record_masks(w, masks);
+                    }
+                }
+            }
+            Op::MoveTasks { from, to } => {
+                let bound = self.restricted(to);
+                let mut moved = Vec::new();
+                for (i, batch) in self.batches.iter().enumerate() {
+                    if &batch.cgroup == from {
+                        moved.push(i);
+                    }
+                }
+                for i in moved {
+                    let pids = self.batches[i].process_pids();
+                    self.manager()?
+                        .backend()
+                        .move_procs(to, &pids)
+                        .with_context(|| format!("moving the workers of {from} into {to}"))?;
+                    let weight = self.weight_of(to);
+                    let batch = &mut self.batches[i];
+                    batch.cgroup = to.clone();
+                    batch.widen_bound(bound.as_ref(), &topo);
+                    batch.forget_masks();
+                    if batch.weight != weight {
+                        batch.weight = None;
+                    }
+                }
+            }
+            Op::CaptureSnapshot { tag } => {
+                let targets = self.capture_targets();
+                let step = self.step_index + 1;
+                self.bridge.capture_scheduler(tag, step, &targets);
+            }
+        }
+        Ok(())
+    }
+
+    fn weight_of(&self, name: &str) -> Option<u32> {
+        self.cgroups.get(name).and_then(|c| c.def.weight)
+    }
+
+    fn declared(&self, name: &str) -> Option<CgroupDef> {
+        self.declared.get(name).cloned()
+    }
+
+    /// Writes (or clears) a cgroup's cpuset and widens the bound of every
+    /// batch that runs under it.
+    fn write_cpuset(&mut self, cgroup: &str, cpus: Option<Vec<usize>>) -> anyhow::Result<()> {
+        {
+            let backend = self.manager()?.backend();
+            match &cpus {
+                Some(cpus) => backend.set_cpuset(cgroup, cpus, None).with_context(|| {
+                    format!(
+                        "setting the cpuset of {cgroup} to {}",
+                        format_cpu_list(cpus)
+                    )
+                })?,
+                None => backend
+                    .clear_cpuset(cgroup)
+                    .with_context(|| format!("clearing the cpuset of {cgroup}"))?,
+            }
+        }
+        if let Some(live) = self.cgroups.get_mut(cgroup) {
+            live.cpus = cpus;
+        }
+        let topo = self.topology.clone();
+        let prefix = format!("{cgroup}/");
+        let affected: Vec<usize> = (0..self.batches.len())
+            .filter(|&i| {
+                let b = &self.batches[i].cgroup;
+                b == cgroup || b.starts_with(&prefix)
+            })
+            .collect();
+        for i in affected {
+            let bound = self.restricted(&self.batches[i].cgroup.clone());
+            self.batches[i].widen_bound(bound.as_ref(), &topo);
+            self.batches[i].forget_masks();
+        }
+        Ok(())
+    }
+
+    fn capture_targets(&self) -> CaptureTargets {
+        let mut targets = CaptureTargets::default();
+        for batch in &self.batches {
+            targets.worker_pids.extend(batch.worker_pids());
+        }
+        if let Some(manager) = &self.manager {
+            for name in self.cgroups.keys() {
+                targets.cgroup_dirs.extend(manager.backend().paths(name));
+            }
+        }
+        targets
+    }
+
+    fn live_views(&self) -> Vec<LiveCgroupView> {
+        let mut views = Vec::new();
+        for name in self.cgroups.keys() {
+            let batches: Vec<&Batch> = self.batches.iter().filter(|b| &b.cgroup == name).collect();
+            views.push(LiveCgroupView {
+                cgroup: name.clone(),
+                worker_pids: batches.iter().flat_map(|b| b.worker_pids()).collect(),
+                process_pids: batches.iter().flat_map(|b| b.process_pids()).collect(),
+                paths: self
+                    .manager
+                    .as_ref()
+                    .map(|m| m.backend().paths(name))
+                    .unwrap_or_default(),
+            });
+        }
+        views
+    }
+
+    fn mark_step_start(&mut self) {
+        for batch in &mut self.batches {
+            batch.iterations_at_step_start = batch.iterations().iter().sum();
+        }
+    }
+
+    fn step_iterations(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for batch in &self.batches {
+            let now: u64 = batch.iterations().iter().sum();
+            *out.entry(batch.cgroup.clone()).or_default() +=
+                now.saturating_sub(batch.iterations_at_step_start);
+        }
+        out
+    }
+
+    /// The hold: sample, capture, loop ops, progress, until the step ends.
+    fn hold(&mut self, step: &Step, result: &mut StepResult) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let end = start + step.hold.length(self.total);
+        let interval = self.opts.sample_interval.max(Duration::from_millis(1));
+        let mut next_sample = start;
+        let loop_every = match &step.hold {
+            HoldSpec::Loop { every, .. } => Some(*every),
+            _ => None,
+        };
+        let mut next_loop = loop_every.map(|every| start + every);
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            check_interrupted()?;
+            self.tick_payloads();
+            if now >= next_sample {
+                for batch in &mut self.batches {
+                    batch.sample();
+                }
+                while next_sample <= now {
+                    next_sample += interval;
+                }
+            }
+            if let Some(periodic) = &mut self.periodic {
+                if let Some(tag) = periodic.due(now, &mut self.bridge) {
+                    let targets = self.capture_targets();
+                    self.bridge
+                        .capture_scheduler(&tag, self.step_index + 1, &targets);
+                }
+            }
+            if let (Some(due), Some(every)) = (next_loop, loop_every) {
+                if now >= due {
+                    for op in &step.ops {
+                        self.apply(op, result)?;
+                    }
+                    next_loop = Some(due.max(now) + every);
+                }
+            }
+            if let Some(pb) = &self.progress {
+                pb.set_position(self.held_ms + start.elapsed().as_millis() as u64);
+                pb.set_message(format!("step {}", self.step_index + 1));
+            }
+            let mut wake = next_sample.min(end);
+            if let Some(due) = next_loop {
+                wake = wake.min(due);
+            }
+            if let Some(periodic) = &self.periodic {
+                wake = wake.min(Instant::now() + periodic.time_until_due(Instant::now()));
+            }
+            let now = Instant::now();
+            if wake > now {
+                std::thread::sleep(wake - now);
+            }
+        }
+        self.held_ms += start.elapsed().as_millis() as u64;
+        Ok(())
+    }
+
+    /// Quiescent boundary: collect every worker, remove every cgroup.
+    fn quiesce(&mut self, previous: Option<&mut StepResult>) -> anyhow::Result<()> {
+        self.resume.clear();
+        // Payloads do not survive a quiescent boundary (their cgroups go).
+        self.collect_payloads();
+        let mut collected = Vec::new();
+        for batch in std::mem::take(&mut self.batches) {
+            let specs = batch.works.iter().map(|w| w.spec.clone()).collect();
+            self.resume
+                .push((batch.cgroup.clone(), batch.label.clone(), specs));
+            let run = batch.finish();
+            collected.push(run.clone());
+            self.finished.push(run);
+        }
+        if let Some(previous) = previous {
+            previous.collected.extend(collected);
+        }
+        self.close_manager()
+    }
+
+    /// After a quiescent boundary: re-create cgroups and re-spawn works.
+    fn revive(&mut self) -> anyhow::Result<()> {
+        self.open_manager()?;
+        let live: Vec<(String, Option<Vec<usize>>, CgroupDef)> = self
+            .cgroups
+            .iter()
+            .map(|(n, c)| (n.clone(), c.cpus.clone(), c.def.clone()))
+            .collect();
+        // BTreeMap order puts "a" before "a/b": parents first.
+        for (name, cpus, def) in live {
+            let backend = self.manager()?.backend();
+            backend.create(&name)?;
+            if let Some(cpus) = &cpus {
+                backend.set_cpuset(&name, cpus, None)?;
+            }
+            if let Some(weight) = def.weight {
+                backend.set_weight(&name, weight)?;
+            }
+        }
+        for (cgroup, label, specs) in std::mem::take(&mut self.resume) {
+            self.spawn_batch(&cgroup, label, &specs)?;
+        }
+        Ok(())
+    }
+}
+
+/// Real-time budgets tried for the run root's `cpu.rt_runtime_us` (v1 with
+/// RT group scheduling), in µs per `cpu.rt_period_us` (1 s by default),
+/// largest first: concurrent runs share the machine's budget.
+pub const RT_ROOT_BUDGETS_US: &[u64] = &[300_000, 200_000, 100_000];
+/// Budgets tried for each cgroup below the run root that runs RT workers.
+pub const RT_CGROUP_BUDGETS_US: &[u64] = &[100_000, 50_000, 20_000];
+
+/// Gives a cgroup whose `cpu.rt_runtime_us` is 0 (v1 with RT group
+/// scheduling: new cgroups start with no real-time budget and refuse RT
+/// tasks) a budget, and every ancestor up to the first one with a budget:
+/// the run root one of [`RT_ROOT_BUDGETS_US`], cgroups below it one of
+/// [`RT_CGROUP_BUDGETS_US`] (the first the kernel accepts).
+fn grant_rt_budget(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    const KNOB: &str = "cpu.rt_runtime_us";
+    for dir in dirs {
+        if !dir.join(KNOB).exists() {
+            continue;
+        }
+        let mut chain = Vec::new();
+        let mut at = Some(dir.as_path());
+        while let Some(d) = at {
+            let Ok(text) = std::fs::read_to_string(d.join(KNOB)) else {
+                break;
+            };
+            if text.trim() != "0" {
+                break;
+            }
+            chain.push(d.to_path_buf());
+            at = d.parent();
+        }
+        for d in chain.iter().rev() {
+            let is_run_root = d
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("runq-"));
+            let budgets = if is_run_root {
+                RT_ROOT_BUDGETS_US
+            } else {
+                RT_CGROUP_BUDGETS_US
+            };
+            let mut last_err = None;
+            for budget in budgets {
+                match std::fs::write(d.join(KNOB), budget.to_string()) {
+                    Ok(()) => {
+                        last_err = None;
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if let Some(e) = last_err {
+                return Err(RunqError::environment(format!(
+                    "giving {} a real-time budget (cpu.rt_runtime_us, tried {budgets:?} us): {e}; \
+                     real-time workers need one, and other cgroups may use up the parent's \
+                     (see cpu.rt_runtime_us of the parent and its children)",
+                    d.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pins the workers of one handle; returns the masks given (None: left).
+fn apply_affinity(
+    handle: &WorkloadHandle,
+    intent: &AffinityIntent,
+    workers: usize,
+    allowed: &[usize],
+    topo: &Topology,
+    rng: &mut dyn RngCore,
+) -> anyhow::Result<Option<Vec<Vec<usize>>>> {
+    let masks = resolve_affinity(intent, workers, allowed, topo, rng)
+        .map_err(|m| anyhow::anyhow!("{m}"))?;
+    if let Some(masks) = &masks {
+        for (worker, mask) in masks.iter().enumerate() {
+            handle.set_affinity(worker, mask)?;
+        }
+    }
+    Ok(masks)
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
