@@ -9,7 +9,11 @@ use runq::error::{exit_code_for, EXIT_OK};
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "runq", version, about = "A test harness for Linux process schedulers")]
+#[command(
+    name = "runq",
+    version,
+    about = "A test harness for Linux process schedulers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +29,8 @@ enum Command {
     List(cli::list::Args),
     /// Run a scenario (catalog name or TOML file) on this kernel and check it.
     Run(cli::run::Args),
+    /// Print a saved JSON run report, or compare two side by side.
+    Report(cli::report::Args),
     /// Explore a randomized scenario by fork-based timeline splitting.
     Explore(cli::explore::ExploreArgs),
     /// Replay the timeline a recipe describes, without forking.
@@ -38,6 +44,9 @@ enum Command {
 }
 
 fn main() {
+    if runq::vm::guest::is_guest_init() {
+        runq::vm::guest::init_main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUNQ_LOG")
@@ -52,6 +61,7 @@ fn main() {
         Command::Topo(a) => cli::topo::run(a),
         Command::List(a) => cli::list::run(a),
         Command::Run(a) => cli::run::run(a),
+        Command::Report(a) => cli::report::run(a),
         Command::Explore(a) => cli::explore::run_explore(a),
         Command::Replay(a) => cli::explore::run_replay(a),
         Command::Trace(a) => cli::trace::run(a),

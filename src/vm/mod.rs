@@ -1,1 +1,111 @@
-//! VM mode: qemu/KVM runner, kernel discovery, initramfs, topology args, guest init.
+//! VM mode: boot a real kernel under qemu (KVM, or TCG when KVM is not
+//! usable) with a requested topology and run a runq command line inside.
+//!
+//! * [`kernel`]: which kernel to boot (`--kernel`, `$RUNQ_KERNEL`, /boot).
+//! * [`initramfs`]: the cpio image with runq as `/init`, its libraries and
+//!   busybox, cached by content hash.
+//! * [`qemu`]: accelerator, qemu arguments (topology, NUMA memory), the run
+//!   itself with timeout, console capture and report channel.
+//! * [`guest`]: what runq does as the guest's init.
+//! * [`channel`]: the framing on the report serial port.
+
+pub mod channel;
+pub mod guest;
+pub mod initramfs;
+pub mod kernel;
+pub mod qemu;
+
+pub use qemu::{run, Accel, AccelChoice, GuestTask, VmConfig, VmOutcome};
+
+use std::time::Duration;
+
+use crate::error::RunqError;
+
+/// Parses a duration such as `60s`, `2m`, `500ms`, `1h` or a plain number
+/// of seconds. `what` names the option in errors.
+pub fn parse_duration(text: &str, what: &str) -> anyhow::Result<Duration> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let value: f64 = number.parse().map_err(|_| {
+        RunqError::bad_input(format!(
+            "{what} {text:?}: expected a number with a unit, e.g. 60s, 2m or 500ms"
+        ))
+    })?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(RunqError::bad_input(format!(
+                "{what} {text:?}: unknown unit {other:?}; use ms, s, m or h"
+            )))
+        }
+    };
+    if !seconds.is_finite() || seconds > 7.0 * 24.0 * 3600.0 {
+        return Err(RunqError::bad_input(format!(
+            "{what} {text:?}: too long; use at most a week"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a memory size such as `512M`, `1G` or `1536` (MiB) into MiB.
+pub fn parse_memory_mib(text: &str) -> anyhow::Result<u64> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let bad = || {
+        RunqError::bad_input(format!(
+            "--memory {text:?}: expected a size like 512M or 1G"
+        ))
+    };
+    let value: u64 = number.parse().map_err(|_| bad())?;
+    let mib = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "M" | "MB" | "MIB" => Some(value),
+        "G" | "GB" | "GIB" => value.checked_mul(1024),
+        _ => return Err(bad()),
+    };
+    match mib {
+        Some(mib) if mib <= 1 << 20 => Ok(mib),
+        _ => Err(RunqError::bad_input(format!(
+            "--memory {text:?}: too large; use at most 1024G"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(
+            parse_duration("60s", "--timeout").unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse_duration("2m", "--timeout").unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            parse_duration("250ms", "--timeout").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration("5", "--timeout").unwrap(),
+            Duration::from_secs(5)
+        );
+        assert!(parse_duration("soon", "--timeout").is_err());
+        assert!(parse_duration("5y", "--timeout").is_err());
+        assert_eq!(parse_memory_mib("1G").unwrap(), 1024);
+        assert_eq!(parse_memory_mib("768M").unwrap(), 768);
+        assert!(parse_memory_mib("lots").is_err());
+        assert!(parse_memory_mib("99999999999999G").is_err());
+    }
+}
