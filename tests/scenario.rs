@@ -348,7 +348,7 @@ fn cli_run_prints_checks_and_writes_json() {
 
 #[test]
 fn a_killed_run_leaves_nothing_after_the_next_run() {
-    let child = Command::new(RUNQ)
+    let mut child = Command::new(RUNQ)
         .args(["run", "two_cgroups", "--duration", "30s", "--quiet"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
