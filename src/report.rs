@@ -326,6 +326,9 @@ impl RunReport {
         }
         out.push('\n');
         out.push_str(&render_stats(&self.stats));
+        if let Some(section) = self.captures.as_ref().filter(|s| !s.captures.is_empty()) {
+            out.push_str(&render_captures(section));
+        }
         let failed = self.checks.failed().count();
         let _ = writeln!(
             out,
@@ -338,6 +341,28 @@ impl RunReport {
         );
         out
     }
+}
+
+/// How many captures the run took, its unusual events, and what the
+/// scheduler did in each phase according to them.
+fn render_captures(section: &SnapshotSection) -> String {
+    let mut out = String::new();
+    let periodic = section
+        .captures
+        .iter()
+        .filter(|c| crate::snapshot::parse_periodic_tag(&c.tag).is_some())
+        .count();
+    let _ = writeln!(
+        out,
+        "\ncaptures: {} ({} periodic, {} tagged), {} event(s)",
+        section.captures.len(),
+        periodic,
+        section.captures.len() - periodic,
+        section.events.len()
+    );
+    let summaries = crate::snapshot::summarize_phases(&section.captures);
+    out.push_str(&crate::snapshot::render_phase_summaries(&summaries));
+    out
 }
 
 fn opt(v: Option<f64>, unit: &str, decimals: usize) -> String {

@@ -11,7 +11,7 @@
 //! an eviction, a broken invariant) is logged with `tracing` and appended to
 //! the event log, which the drain reports together with the captures.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ pub fn parse_periodic_tag(tag: &str) -> Option<u32> {
 }
 
 /// What happened, for the event log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A source could not be read (missing file, dead worker, no debugfs).
@@ -82,6 +82,9 @@ pub struct EventLog {
     events: Vec<Event>,
     dropped: u64,
     cap: usize,
+    /// Events already shown as warnings: a source missing at every
+    /// periodic capture warns once, then logs at debug level.
+    warned: BTreeSet<(EventKind, String)>,
 }
 
 impl EventLog {
@@ -90,13 +93,18 @@ impl EventLog {
             events: Vec::new(),
             dropped: 0,
             cap,
+            warned: BTreeSet::new(),
         }
     }
 
     /// Logs the event with `tracing` and keeps it if there is room.
     pub fn push(&mut self, kind: EventKind, tag: Option<&str>, detail: impl Into<String>) {
         let detail = detail.into();
-        tracing::warn!(?kind, tag = tag.unwrap_or(""), "{detail}");
+        if self.warned.insert((kind, detail.clone())) {
+            tracing::warn!(?kind, tag = tag.unwrap_or(""), "{detail}");
+        } else {
+            tracing::debug!(?kind, tag = tag.unwrap_or(""), "{detail}");
+        }
         if self.events.len() < self.cap {
             self.events.push(Event {
                 kind,
@@ -495,10 +503,36 @@ fn read_scheduler_state(
         });
     }
     for dir in &targets.cgroup_dirs {
-        if let Some(text) = read_source(&dir.join("cpu.stat"), tag, events) {
+        // v2 and the v1 `cpu` hierarchy have cpu.stat, v1 `cpuacct` has its
+        // own files, the v1 `cpuset` hierarchy none: a hierarchy without
+        // such a file is not a missing capture.
+        if !dir.exists() {
+            // Gone: the read fails and logs why.
+            read_source(&dir.join("cpu.stat"), tag, events);
+            continue;
+        }
+        let mut stat = BTreeMap::new();
+        let mut found = false;
+        for file in ["cpu.stat", "cpuacct.stat"] {
+            let path = dir.join(file);
+            if path.exists() {
+                found = true;
+                if let Some(text) = read_source(&path, tag, events) {
+                    stat.extend(parse_key_values(&text));
+                }
+            }
+        }
+        let usage = dir.join("cpuacct.usage");
+        if usage.exists() {
+            found = true;
+            if let Some(ns) = read_source(&usage, tag, events).and_then(|t| t.trim().parse().ok()) {
+                stat.insert("usage_ns".to_owned(), ns);
+            }
+        }
+        if found {
             state.cgroups.push(CgroupCpuStat {
                 path: dir.clone(),
-                stat: parse_key_values(&text),
+                stat,
             });
         }
     }
