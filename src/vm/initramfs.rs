@@ -188,21 +188,26 @@ pub struct DynamicInfo {
 /// Reads PT_INTERP, DT_NEEDED and the run paths of an ELF file. A static
 /// executable gives an empty [`DynamicInfo`].
 pub fn dynamic_info(path: &Path) -> anyhow::Result<DynamicInfo> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&data[..])
+    // Read on demand: only the headers and dynamic section of a large
+    // executable are needed.
+    let opened =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let cache = object::ReadCache::new(opened);
+    let data = &cache;
+    let file = object::read::elf::ElfFile64::<object::Endianness, _>::parse(data)
         .with_context(|| format!("{} is not a 64-bit ELF file", path.display()))?;
     let endian = file.endian();
     let mut info = DynamicInfo::default();
     for header in file.elf_program_headers() {
-        if let Some(interp) = header.interpreter(endian, &data[..])? {
+        if let Some(interp) = header.interpreter(endian, data)? {
             info.interpreter = Some(String::from_utf8_lossy(interp).into_owned());
         }
     }
     let sections = file.elf_section_table();
-    let Some((entries, strings_index)) = sections.dynamic(endian, &data[..])? else {
+    let Some((entries, strings_index)) = sections.dynamic(endian, data)? else {
         return Ok(info);
     };
-    let strings = sections.strings(endian, &data[..], strings_index)?;
+    let strings = sections.strings(endian, data, strings_index)?;
     let origin = path.parent().unwrap_or(Path::new("/"));
     for entry in entries {
         let tag = entry.tag32(endian);
@@ -213,7 +218,12 @@ pub fn dynamic_info(path: &Path) -> anyhow::Result<DynamicInfo> {
         if !entry.is_string(endian) {
             continue;
         }
-        let value = String::from_utf8_lossy(entry.string(endian, strings)?).into_owned();
+        let value = String::from_utf8_lossy(
+            strings
+                .get(entry.d_val(endian) as u32)
+                .map_err(|()| anyhow::anyhow!("{}: bad dynamic string offset", path.display()))?,
+        )
+        .into_owned();
         match tag {
             object::elf::DT_NEEDED => info.needed.push(value),
             object::elf::DT_RUNPATH | object::elf::DT_RPATH => {
@@ -361,6 +371,14 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
     all_libraries.sort();
     all_libraries.dedup();
 
+    let dir = cache_dir()?;
+    // Hashing a large runq costs a fifth of a second per boot; when no input
+    // changed (same paths, sizes, mtimes, inodes) the memo names the image.
+    let memo = memo_path(&dir, runq, busybox, &all_libraries);
+    if let Some(image) = memo.as_ref().and_then(|m| remembered_image(&dir, m)) {
+        return Ok(image);
+    }
+
     let mut hasher = Sha256::new();
     hasher.update(BASE_FORMAT.as_bytes());
     hash_part(&mut hasher, "init", &runq_data);
@@ -373,16 +391,15 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
     }
     let sha256 = hex(&hasher.finalize());
 
-    let dir = cache_dir()?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the cache directory {}", dir.display()))?;
-    let path = dir.join(format!("initramfs-{}.cpio.gz", &sha256[..24]));
+    if let Some(memo) = &memo {
+        // Best effort: without the memo the next boot hashes again.
+        let _ = std::fs::write(memo, &sha256);
+    }
+    let path = image_path(&dir, &sha256);
     if path.is_file() {
-        // Touch it so cache trimming keeps what is in use.
-        let _ = std::fs::File::options()
-            .append(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        touch(&path);
         return Ok(BaseImage {
             path,
             sha256,
@@ -461,6 +478,59 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Removes all but the newest [`CACHE_KEEP`] base images (never `keep`).
+fn image_path(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(format!("initramfs-{}.cpio.gz", &sha256[..24]))
+}
+
+/// Marks a cached image as in use, so cache trimming keeps it.
+fn touch(path: &Path) {
+    let _ = std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// The memo file for these inputs as they are on disk now: named by a hash
+/// of each input's path, size, modification time and inode. `None` when an
+/// input cannot be inspected.
+fn memo_path(
+    dir: &Path,
+    runq: &Path,
+    busybox: &Path,
+    libraries: &[(String, PathBuf)],
+) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut hasher = Sha256::new();
+    hasher.update(BASE_FORMAT.as_bytes());
+    let inputs = [runq, busybox]
+        .into_iter()
+        .chain(libraries.iter().map(|(_, host)| host.as_path()));
+    for path in inputs {
+        let meta = std::fs::metadata(path).ok()?;
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        for field in [meta.size(), meta.ino(), meta.dev()] {
+            hasher.update(field.to_le_bytes());
+        }
+        hasher.update(meta.mtime().to_le_bytes());
+        hasher.update(meta.mtime_nsec().to_le_bytes());
+    }
+    Some(dir.join(format!("memo-{}", &hex(&hasher.finalize())[..24])))
+}
+
+/// The cached image a memo names, if both are still there.
+fn remembered_image(dir: &Path, memo: &Path) -> Option<BaseImage> {
+    let (path, sha256) = remembered_image_path(dir, memo)?;
+    if !path.is_file() {
+        return None;
+    }
+    touch(&path);
+    Some(BaseImage {
+        path,
+        sha256,
+        built: false,
+    })
+}
+
 fn trim_cache(dir: &Path, keep: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -480,6 +550,25 @@ fn trim_cache(dir: &Path, keep: &Path) {
             let _ = std::fs::remove_file(path);
         }
     }
+    // Memos of removed images are of no use any more.
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with("memo-")
+            && remembered_image_path(dir, &entry.path()).is_none_or(|(p, _)| !p.is_file())
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The image path and content hash a memo file holds.
+fn remembered_image_path(dir: &Path, memo: &Path) -> Option<(PathBuf, String)> {
+    let text = std::fs::read_to_string(memo).ok()?;
+    let sha256 = text.trim();
+    (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (image_path(dir, sha256), sha256.to_owned()))
 }
 
 /// Writes the boot image for one run: the cached base followed by the
