@@ -346,16 +346,9 @@ fn cli_run_prints_checks_and_writes_json() {
     assert_eq!(code, report.exit_code());
 }
 
-#[test]
-fn a_killed_run_leaves_nothing_after_the_next_run() {
-    let mut child = Command::new(RUNQ)
-        .args(["run", "two_cgroups", "--duration", "30s", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    // Wait until its workers sit in its cgroups.
+/// Waits until the `two_cgroups` run `pid` has its 4 workers in its
+/// cgroups cg0 and cg1, and returns their pids.
+fn wait_for_two_cgroup_workers(pid: u32) -> Vec<i32> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut workers: Vec<i32> = Vec::new();
     while Instant::now() < deadline && workers.len() < 4 {
@@ -375,6 +368,19 @@ fn a_killed_run_leaves_nothing_after_the_next_run() {
         workers.len() >= 4,
         "workers of run {pid} never showed up in its cgroups"
     );
+    workers
+}
+
+#[test]
+fn a_killed_run_leaves_nothing_after_the_next_run() {
+    let mut child = Command::new(RUNQ)
+        .args(["run", "two_cgroups", "--duration", "30s", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let workers = wait_for_two_cgroup_workers(pid);
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -468,22 +474,7 @@ fn ctrl_c_stops_workers_and_removes_cgroups() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut workers: Vec<i32> = Vec::new();
-    while Instant::now() < deadline && workers.len() < 4 {
-        workers.clear();
-        for root in runq_roots_of(pid) {
-            for cg in ["cg0", "cg1"] {
-                if let Ok(text) = std::fs::read_to_string(root.join(cg).join("cgroup.procs")) {
-                    workers.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-                }
-            }
-        }
-        workers.sort_unstable();
-        workers.dedup();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(workers.len() >= 4, "workers of run {pid} never showed up");
+    let workers = wait_for_two_cgroup_workers(pid);
     // What a terminal's Ctrl-C does: SIGINT to the whole process group.
     nix::sys::signal::killpg(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
