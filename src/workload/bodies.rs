@@ -6,6 +6,8 @@ use std::hint::black_box;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
+use nix::errno::Errno;
+
 use super::config::{Phase, WorkType};
 use super::shm::{futex_wait, futex_wake, Shm};
 use super::telemetry::{current_cpu, mono_ns, Telemetry};
@@ -201,8 +203,8 @@ pub(crate) fn run_body(ctx: &WorkerContext, env: &mut BodyEnv) -> Option<u64> {
 }
 
 fn yield_now() {
-    // SAFETY: sched_yield has no arguments.
-    unsafe { libc::sched_yield() };
+    // Cannot fail on Linux.
+    let _ = nix::sched::sched_yield();
 }
 
 /// Spin in chunks until `ns` of wall time passed (or stop), one tick per
@@ -223,13 +225,12 @@ fn sleep_measured(ctx: &WorkerContext, ns: u64) {
         return;
     }
     let begin = mono_ns();
-    let req = libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: relative sleep with a timespec we own; no remainder wanted.
-    let rc = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &req, std::ptr::null_mut()) };
-    if rc == 0 {
+    let slept = nix::time::clock_nanosleep(
+        nix::time::ClockId::CLOCK_MONOTONIC,
+        nix::time::ClockNanosleepFlags::empty(),
+        &nix::sys::time::TimeSpec::from_duration(std::time::Duration::from_nanos(ns)),
+    );
+    if slept.is_ok() {
         let late = (mono_ns() - begin).saturating_sub(ns);
         let mut tel = ctx.telemetry.borrow_mut();
         tel.latency(late);
@@ -337,15 +338,11 @@ fn read_stamp(ctx: &WorkerContext, fd: &OwnedFd) -> Option<u64> {
         if ctx.should_stop() {
             return None;
         }
-        // SAFETY: reading into a buffer we own, from a pipe we own.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-        if n == 8 {
-            return Some(u64::from_ne_bytes(buf));
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(8) => return Some(u64::from_ne_bytes(buf)),
+            Err(Errno::EINTR) => continue,
+            _ => return None,
         }
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return None;
     }
 }
 
@@ -353,18 +350,11 @@ fn read_stamp(ctx: &WorkerContext, fd: &OwnedFd) -> Option<u64> {
 fn write_stamp(ctx: &WorkerContext, fd: &OwnedFd, stamp: u64) -> bool {
     let buf = stamp.to_ne_bytes();
     loop {
-        // SAFETY: writing a buffer we own to a pipe we own.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), 8) };
-        if n == 8 {
-            return true;
+        match nix::unistd::write(fd, &buf) {
+            Ok(8) => return true,
+            Err(Errno::EINTR) if !ctx.should_stop() => continue,
+            _ => return false,
         }
-        if n < 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-            && !ctx.should_stop()
-        {
-            continue;
-        }
-        return false;
     }
 }
 
@@ -504,24 +494,17 @@ fn sequence(ctx: &WorkerContext, phases: &[Phase]) {
 fn fork_exit(ctx: &WorkerContext) {
     while !ctx.should_stop() {
         // SAFETY: the child only calls _exit, which is async-signal-safe.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
+        let child = match unsafe { nix::unistd::fork() } {
             // SAFETY: leaving the child at once, without unwinding.
-            unsafe { libc::_exit(0) };
-        }
-        if pid < 0 {
-            // Out of processes: back off instead of spinning on errors.
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            continue;
-        }
-        loop {
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-            if rc == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                break;
+            Ok(nix::unistd::ForkResult::Child) => unsafe { libc::_exit(0) },
+            Ok(nix::unistd::ForkResult::Parent { child }) => child,
+            Err(_) => {
+                // Out of processes: back off instead of spinning on errors.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
             }
-        }
+        };
+        while let Err(Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
         ctx.tick(1);
     }
 }

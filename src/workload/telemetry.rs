@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, ClockId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -15,29 +17,23 @@ use super::report::{
 
 /// CLOCK_MONOTONIC in ns.
 pub fn mono_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
+    clock_ns(ClockId::CLOCK_MONOTONIC)
 }
 
 /// CPU time of the calling thread in ns.
 pub fn thread_cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+    clock_ns(ClockId::CLOCK_THREAD_CPUTIME_ID)
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+fn clock_ns(clock: ClockId) -> u64 {
+    // Cannot fail for the clocks used here.
+    let ts = clock_gettime(clock).unwrap_or(TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// The CPU the calling thread runs on (vDSO/rseq, cheap).
 pub fn current_cpu() -> usize {
-    // SAFETY: sched_getcpu has no arguments and no side effects.
-    let cpu = unsafe { libc::sched_getcpu() };
-    cpu.max(0) as usize
+    nix::sched::sched_getcpu().unwrap_or(0)
 }
 
 /// Algorithm R reservoir: keeps a uniform sample of at most `cap` values

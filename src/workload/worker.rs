@@ -56,16 +56,15 @@ pub(crate) enum Outcome {
 /// SA_RESTART so blocking calls return EINTR) and SIGPIPE ignored (a
 /// partner that already left must not kill us).
 pub(crate) fn child_prologue(controller: i32, inherited_fds: &[RawFd]) {
-    // SAFETY: prctl/getppid/_exit are plain syscalls; close() on fds this
-    // child inherited and does not use.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::getppid() != controller {
-            libc::_exit(1);
-        }
-        for &fd in inherited_fds {
-            libc::close(fd);
-        }
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() != controller {
+        // SAFETY: leaving at once, without running the controller's
+        // destructors.
+        unsafe { libc::_exit(1) };
+    }
+    for &fd in inherited_fds {
+        // Copies of fds this child does not use; nothing else owns them here.
+        let _ = nix::unistd::close(fd);
     }
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     extern "C" fn on_stop_signal(_: libc::c_int) {}
