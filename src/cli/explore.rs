@@ -259,8 +259,11 @@ pub fn run_explore(args: ExploreArgs) -> anyhow::Result<i32> {
 
 fn print_report(target: &Target, r: &ExploreReport, baseline: Option<u64>) {
     let window = match r.window {
-        0 => "sequential".to_string(),
-        p => format!("window of {p}"),
+        0 => "sequential (one child at a time)".to_string(),
+        p => format!(
+            "window of {p}, at most {} children at once",
+            r.max_live_children
+        ),
     };
     println!(
         "explored {}: {} timelines ({} roots, {} forked), {} fork points, max depth {}",
@@ -272,11 +275,10 @@ fn print_report(target: &Target, r: &ExploreReport, baseline: Option<u64>) {
         r.max_depth_reached
     );
     println!(
-        "energy: {} of {} spent, {} left; {window}, at most {} children at once; {:.0} ms",
+        "energy: {} of {} spent, {} left; {window}; {:.0} ms",
         r.energy_budget - r.energy_left,
         r.energy_budget,
         r.energy_left,
-        r.max_live_children,
         r.elapsed_ms
     );
     if r.config.adaptive.is_some() {
