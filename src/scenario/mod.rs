@@ -88,7 +88,7 @@ fn payload_check(payload: &crate::workload::payload::PayloadReport) -> crate::ch
         .collect();
     let summary = if payload.passed {
         format!(
-            "{} ended {:?}{}; {} processes in its cgroup",
+            "{} ended {:?}{}; {} process{} in its cgroup{}",
             payload.name,
             payload.exit,
             if payload.stopped {
@@ -96,7 +96,13 @@ fn payload_check(payload: &crate::workload::payload::PayloadReport) -> crate::ch
             } else {
                 ""
             },
-            payload.tree.len()
+            payload.tree.len(),
+            if payload.tree.len() == 1 { "" } else { "es" },
+            if metrics.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", metrics.join(", "))
+            }
         )
     } else {
         format!("{} failed: {}", payload.name, payload.failures.join("; "))
