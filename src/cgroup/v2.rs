@@ -1,8 +1,11 @@
-//! cgroup v2: one unified hierarchy. `cpuset` and `cpu` are enabled in
-//! `cgroup.subtree_control` of every directory from the mount root down to
-//! the parent of each cgroup the run creates (when the hierarchy offers
-//! them; a cgroup2 mount without them still creates, moves, lists and
-//! removes, and cpuset/weight calls fail with an environment error).
+//! cgroup v2: one unified hierarchy. The run root `runq-<pid>` is created
+//! at the hierarchy root, wherever runq itself runs: v2 gives no
+//! controllers to the children of a non-root cgroup that holds processes,
+//! and runq's own cgroup holds runq. `cpuset` and `cpu` are enabled in
+//! `cgroup.subtree_control` of the root and of every parent of a cgroup the
+//! run creates (when the hierarchy offers them; a cgroup2 mount without
+//! them still creates, moves, lists and removes, and cpuset/weight calls
+//! fail with an environment error).
 //!
 //! Every cgroup the run creates is `threaded`, which makes the run root
 //! `runq-<pid>` a thread root (`domain threaded`). Why: the kernel lets
@@ -47,8 +50,10 @@ pub struct V2Backend {
     mount: PathBuf,
     /// The cgroup path shown at the mount point (`/` unless namespaced).
     mount_root: String,
-    /// This process's cgroup: where the run root lives.
+    /// Where the run root lives: the hierarchy root (see [`V2Backend::new`]).
     parent: PathBuf,
+    /// This process's cgroup: tasks left in a removed cgroup go back here.
+    home: PathBuf,
     /// `parent/runq-<pid>`.
     root: PathBuf,
     /// Controllers enabled for the run's cgroups (subset of [`WANTED`]).
@@ -57,8 +62,9 @@ pub struct V2Backend {
 
 impl V2Backend {
     /// Uses the cgroup2 hierarchy mounted at `mount`, with the run root
-    /// `root_name` under `own_dir` (this process's cgroup). Enables the
-    /// wanted controllers along the path when the hierarchy offers them.
+    /// `root_name` at its root; `own_dir` (this process's cgroup) receives
+    /// tasks left in removed cgroups. Enables the wanted controllers when
+    /// the hierarchy offers them.
     pub fn new(mount: &Path, own_dir: &Path, root_name: &str) -> anyhow::Result<V2Backend> {
         let offered = detect::v2_controllers(mount);
         let enabled: Vec<String> = WANTED
@@ -70,40 +76,40 @@ impl V2Backend {
             .ok()
             .and_then(|mounts| detect::mount_at(&mounts, mount).map(|m| m.root.clone()))
             .unwrap_or_else(|| "/".to_string());
+        // Run roots live at the hierarchy root, not below runq's own cgroup:
+        // that cgroup holds runq, and v2 gives no controllers to the
+        // children of a non-root cgroup holding processes (a login
+        // session's scope on a systemd host, say). The root is exempt.
         let backend = V2Backend {
             mount: mount.to_path_buf(),
             mount_root,
-            parent: own_dir.to_path_buf(),
-            root: own_dir.join(root_name),
+            parent: mount.to_path_buf(),
+            home: own_dir.to_path_buf(),
+            root: mount.join(root_name),
             enabled,
         };
-        // Enable from the mount root down to this process's cgroup.
-        let mut chain = vec![own_dir.to_path_buf()];
-        let mut cursor = own_dir;
-        while cursor != mount {
-            match cursor.parent() {
-                Some(parent) if parent.starts_with(mount) => {
-                    chain.push(parent.to_path_buf());
-                    cursor = parent;
-                }
-                _ => break,
+        backend.make_root().map_err(|err| {
+            RunqError::environment(format!(
+                "{err:#}; runq needs to create and manage cgroups at the root of the cgroup2 \
+                 hierarchy {}: run it as root (in a container: with a writable cgroup2 mount)",
+                mount.display()
+            ))
+        })?;
+        Ok(backend)
+    }
+
+    /// Enables the controllers at the hierarchy root, then creates the run
+    /// root with them enabled; removes it again on failure.
+    fn make_root(&self) -> anyhow::Result<()> {
+        self.enable_in(&self.parent)?;
+        let created = make_dir(&self.root).context("creating the run's cgroup root")?;
+        if let Err(err) = self.enable_in(&self.root) {
+            if created {
+                let _ = fs::remove_dir(&self.root);
             }
-        }
-        for dir in chain.iter().rev() {
-            backend.enable_in(dir).map_err(|err| {
-                RunqError::environment(format!(
-                    "{err:#}; cgroup v2 allows controllers for child cgroups only where no process \
-                     lives (except the root): run runq from the root cgroup or from a cgroup whose \
-                     parent it may manage"
-                ))
-            })?;
-        }
-        make_dir(&backend.root).context("creating the run's cgroup root")?;
-        if let Err(err) = backend.enable_in(&backend.root) {
-            let _ = fs::remove_dir(&backend.root);
             return Err(err.context("creating the run's cgroup root"));
         }
-        Ok(backend)
+        Ok(())
     }
 
     /// The controllers enabled for the run's cgroups.
@@ -376,7 +382,7 @@ impl CgroupBackend for V2Backend {
 
     fn remove(&self, rel: &str) -> anyhow::Result<()> {
         check_rel(rel)?;
-        remove_tree(&self.dir(rel), &self.parent, CgroupVersion::V2)
+        remove_tree(&self.dir(rel), &self.home, CgroupVersion::V2)
     }
 
     fn paths(&self, rel: &str) -> Vec<PathBuf> {
@@ -384,6 +390,10 @@ impl CgroupBackend for V2Backend {
     }
 
     fn root_parents(&self) -> Vec<PathBuf> {
-        vec![self.parent.clone()]
+        let mut parents = vec![self.parent.clone()];
+        if self.home != self.parent {
+            parents.push(self.home.clone());
+        }
+        parents
     }
 }
