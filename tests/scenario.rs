@@ -12,10 +12,10 @@ use nix::unistd::Pid;
 use runq::report::RunReport;
 use runq::scenario::{
     catalog, run_scenario, run_scenario_with, Boundary, BoundaryMode, CgroupDef, CpusetSpec,
-    ExecutorHooks, HoldSpec, RunOptions, Scenario, Step, WorkSpec,
+    ExecutorHooks, HoldSpec, Op, RunOptions, Scenario, Step, WorkSpec,
 };
 use runq::topology::Topology;
-use runq::workload::WorkType;
+use runq::workload::{AffinityIntent, WorkType};
 
 const RUNQ: &str = env!("CARGO_BIN_EXE_runq");
 
@@ -201,6 +201,29 @@ fn the_same_worker_kept_inside_its_cpuset_passes_isolation() {
             .copied()
             .collect::<Vec<_>>(),
         vec![0]
+    );
+}
+
+#[test]
+fn narrowing_the_cpuset_of_running_workers_is_not_a_violation() {
+    // Pinned to CPU 1 with no cpuset for the first hold, then confined to
+    // CPU 0: CPU 1 was allowed when the worker used it.
+    let topo = Topology::host().unwrap();
+    assert!(topo.num_cpus() >= 2, "this test needs 2 CPUs");
+    let work = WorkSpec::new(WorkType::CpuSpin, 1).affinity(AffinityIntent::Exact(vec![1]));
+    let mut s = spin_scenario("narrowed", 1, None, &[200, 300]);
+    s.cgroups[0].works = vec![work];
+    s.steps[1].ops = vec![Op::SetCpuset {
+        cgroup: "cg0".into(),
+        cpuset: CpusetSpec::Exact(vec![0]),
+    }];
+    let report = run_scenario(&s, &opts(5)).expect("run");
+    let used: Vec<usize> = report.cgroups[0].workers[0].cpus_used.iter().copied().collect();
+    assert_eq!(used, vec![0, 1], "{}", report.render_text());
+    assert!(
+        check(&report, "cpuset_isolation").passed,
+        "{}",
+        report.render_text()
     );
 }
 
