@@ -218,7 +218,11 @@ fn narrowing_the_cpuset_of_running_workers_is_not_a_violation() {
         cpuset: CpusetSpec::Exact(vec![0]),
     }];
     let report = run_scenario(&s, &opts(5)).expect("run");
-    let used: Vec<usize> = report.cgroups[0].workers[0].cpus_used.iter().copied().collect();
+    let used: Vec<usize> = report.cgroups[0].workers[0]
+        .cpus_used
+        .iter()
+        .copied()
+        .collect();
     assert_eq!(used, vec![0, 1], "{}", report.render_text());
     assert!(
         check(&report, "cpuset_isolation").passed,
