@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod check;
 pub mod error;
 pub mod explore;
+pub mod output;
 pub mod report;
 pub mod scenario;
 pub mod snapshot;

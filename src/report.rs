@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -172,28 +171,9 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
-/// Checks, before a run, that a report can be written to `path`: its
-/// directory exists and it is not a directory itself.
+/// Rejects a `--json` path that cannot be written, before the run starts.
 pub fn validate_report_path(path: &Path) -> anyhow::Result<()> {
-    if path.is_dir() {
-        return Err(RunqError::bad_input(format!(
-            "--json {}: is a directory; give a file path such as {}/report.json",
-            path.display(),
-            path.display()
-        )));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(RunqError::bad_input(format!(
-            "--json {}: directory {} does not exist; create it or choose another path",
-            path.display(),
-            dir.display()
-        )));
-    }
-    Ok(())
+    crate::output::check_output_path("--json", path)
 }
 
 impl RunReport {
@@ -257,26 +237,11 @@ impl RunReport {
             .map_err(|e| RunqError::bad_input(format!("report: malformed: {e}")))
     }
 
-    /// Writes the JSON report to `path` atomically (a temporary file in the
-    /// same directory, renamed), so a reader never sees half a report.
+    /// Writes the JSON report to `path` (see [`crate::output`]: a regular
+    /// file is replaced atomically, a device or FIFO is written into).
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         validate_report_path(path)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        // Temporary files are private; a report is meant to be shared.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("setting permissions of {}", tmp.path().display()))?;
-        std::io::Write::write_all(&mut tmp, self.to_json().as_bytes())
-            .with_context(|| format!("writing {}", tmp.path().display()))?;
-        tmp.persist(path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("writing report {}", path.display()))?;
-        Ok(())
+        crate::output::write_output("--json", path, self.to_json().as_bytes())
     }
 
     /// Reads a JSON report written by [`RunReport::write_json`].

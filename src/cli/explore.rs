@@ -1,12 +1,11 @@
 //! `runq explore` and `runq replay`: arguments and printing.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use runq::error::{RunqError, EXIT_CHECK_FAILED, EXIT_OK};
+use runq::output::{check_output_path, write_output};
 use std::cell::RefCell;
 
 use runq::explore::scenarios::{self, ExplorableScenario};
@@ -201,19 +200,6 @@ struct JsonOutput<'a> {
     independent_timelines_to_bug: Option<u64>,
 }
 
-fn open_json(path: &Option<PathBuf>) -> anyhow::Result<Option<File>> {
-    path.as_ref()
-        .map(|p| {
-            File::create(p).map_err(|e| {
-                RunqError::bad_input(format!(
-                    "--json {}: cannot create it ({e}); choose a writable path",
-                    p.display()
-                ))
-            })
-        })
-        .transpose()
-}
-
 pub fn run_explore(args: ExploreArgs) -> anyhow::Result<i32> {
     let target = Target::resolve(args.target.as_deref(), args.demo.as_deref())?;
     let mut config = target.defaults();
@@ -228,7 +214,9 @@ pub fn run_explore(args: ExploreArgs) -> anyhow::Result<i32> {
     config.adaptive = args.adaptive.then(|| target.adaptive());
     config.stop_at_first_bug = !args.keep_going;
     config.validate()?;
-    let mut json = open_json(&args.json)?;
+    if let Some(path) = &args.json {
+        check_output_path("--json", path)?;
+    }
     target.preflight()?;
 
     let output = RefCell::new(ProgramOutput::default());
@@ -239,7 +227,7 @@ pub fn run_explore(args: ExploreArgs) -> anyhow::Result<i32> {
         .flatten();
     print_report(&target, &report, baseline);
     let problem = report.first_bug.as_ref().or(report.first_crash.as_ref());
-    if let Some(file) = json.as_mut() {
+    if let Some(path) = &args.json {
         let out = JsonOutput {
             schema: "runq.explore/1",
             target: target.label(),
@@ -247,8 +235,8 @@ pub fn run_explore(args: ExploreArgs) -> anyhow::Result<i32> {
             replay: problem.map(|p| p.recipe.to_string()),
             independent_timelines_to_bug: baseline,
         };
-        serde_json::to_writer_pretty(&mut *file, &out)?;
-        writeln!(file)?;
+        let text = serde_json::to_string_pretty(&out)? + "\n";
+        write_output("--json", path, text.as_bytes())?;
     }
     Ok(if report.found_problem() {
         EXIT_CHECK_FAILED

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use runq::error::RunqError;
+use runq::output::{check_output_path, write_output};
 use runq::trace::{self, InterruptAction, SourceFilter, TraceConfig, TraceReport};
 
 #[derive(clap::Args)]
@@ -70,15 +71,13 @@ pub fn run(args: Args) -> Result<i32> {
     if let Some(coverage) = &outcome.coverage {
         eprint!("{}", coverage.summary().to_text());
         if let Some(path) = &args.lcov {
-            std::fs::write(path, coverage.to_lcov("runq"))
-                .with_context(|| format!("writing --lcov {}", path.display()))?;
+            write_output("--lcov", path, coverage.to_lcov("runq").as_bytes())?;
         }
     }
     if let Some(path) = &args.json {
         let report = TraceReport::new(&config.argv, &outcome, exit_code);
         let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("writing --json {}", path.display()))?;
+        write_output("--json", path, (text + "\n").as_bytes())?;
     }
     Ok(exit_code)
 }
@@ -155,27 +154,6 @@ fn validate(args: &Args) -> Result<TraceConfig> {
         program_lines,
         on_interrupt: args.on_interrupt,
     })
-}
-
-fn check_output_path(flag: &str, path: &Path) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err(RunqError::bad_input(format!(
-            "{flag} {}: directory {} does not exist; create it or choose another path",
-            path.display(),
-            parent.display()
-        )));
-    }
-    if path.is_dir() {
-        return Err(RunqError::bad_input(format!(
-            "{flag} {}: is a directory; give a file name",
-            path.display()
-        )));
-    }
-    Ok(())
 }
 
 /// The executable `name` refers to: a path if it has a slash, else the first

@@ -246,5 +246,8 @@ fn guest_command(args: &[String]) -> anyhow::Result<GuestCommand> {
             _ => rewritten.push(arg.clone()),
         }
     }
+    for (host, _) in &outputs {
+        runq::output::check_output_path("output", host)?;
+    }
     Ok((rewritten, outputs))
 }

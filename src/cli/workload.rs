@@ -127,6 +127,9 @@ fn config_from(args: &Args) -> anyhow::Result<WorkloadConfig> {
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let config = config_from(&args)?;
     let duration = parse_duration(&args.duration)?;
+    if let Some(path) = &args.json {
+        runq::output::check_output_path("--json", path)?;
+    }
     let mut handle = WorkloadHandle::spawn(&config)?;
     handle.start()?;
     std::thread::sleep(duration);
@@ -134,9 +137,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     print!("{}", render_table(&reports));
     if let Some(path) = &args.json {
         let value = serde_json::json!({ "workers": reports });
-        std::fs::write(path, serde_json::to_string_pretty(&value)?).map_err(|e| {
-            RunqError::environment(format!("cannot write --json {}: {e}", path.display()))
-        })?;
+        let text = serde_json::to_string_pretty(&value)? + "\n";
+        runq::output::write_output("--json", path, text.as_bytes())?;
     }
     let failed = reports.iter().filter(|r| !r.completed).count();
     if failed > 0 {

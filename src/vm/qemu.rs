@@ -808,8 +808,7 @@ fn supervise(
                                 .push(format!("guest sent unknown file #{index}"));
                             continue;
                         };
-                        std::fs::write(host, &data)
-                            .with_context(|| format!("writing {}", host.display()))?;
+                        crate::output::write_output("output", host, &data)?;
                     }
                     Frame::Note(text) => {
                         eprintln!("runq: guest: {text}");
