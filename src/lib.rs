@@ -4,6 +4,7 @@
 //! report. `explore` wraps the scenario executor from outside; `trace` and
 //! `vm` wrap whole processes. See DESIGN.md for the process model.
 
+pub mod cache;
 pub mod cgroup;
 pub mod check;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod explore;
 pub mod output;
 pub mod report;
 pub mod scenario;
+pub mod scratch;
 pub mod snapshot;
 pub mod topology;
 pub mod trace;

@@ -67,6 +67,7 @@ fn runq_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         .current_dir(cwd)
         .env("TMPDIR", tmp.path())
         .env("XDG_CACHE_HOME", cache_dir())
+        .env_remove("RUNQ_CACHE_DIR")
         .env_remove("RUNQ_LOG")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -308,6 +309,7 @@ fn a_bad_runq_kernel_is_bad_input_naming_the_variable() {
         .args(["vm", "--", "topo"])
         .env("RUNQ_KERNEL", "/nonexistent/kernel")
         .env("XDG_CACHE_HOME", cache_dir())
+        .env_remove("RUNQ_CACHE_DIR")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));

@@ -5,7 +5,7 @@
 //! applet links, the empty mount points) that only changes when those
 //! binaries change, and a small per-run overlay (the command to run, the
 //! files given with `--include`, the working directory). The base is
-//! cached under `$XDG_CACHE_HOME/runq` (or `~/.cache/runq`) by the SHA-256
+//! cached in runq's cache root ([`crate::cache::root`]) by the SHA-256
 //! of everything it contains, so repeated boots only write the overlay.
 
 use std::collections::BTreeSet;
@@ -23,6 +23,11 @@ use crate::error::RunqError;
 /// Bumped whenever the layout of the base image changes, so old cached
 /// images are not reused.
 const BASE_FORMAT: &str = "runq-initramfs-v1";
+
+/// Name prefix of images being written into the cache (see [`crate::scratch`]).
+const TEMP_PREFIX: &str = ".tmp-initramfs";
+/// Name prefix of the temporary directory runq is stripped in.
+const STRIP_PREFIX: &str = "runq-strip";
 
 /// How many base images the cache keeps (newest by modification time).
 const CACHE_KEEP: usize = 4;
@@ -345,18 +350,6 @@ pub struct BaseImage {
     pub built: bool,
 }
 
-/// The cache directory: `$XDG_CACHE_HOME/runq`, else `$HOME/.cache/runq`.
-pub fn cache_dir() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| {
-            RunqError::environment("neither XDG_CACHE_HOME nor HOME is set; set one of them")
-        })?;
-    Ok(base.join("runq"))
-}
-
 /// Returns the cached base image for this runq and busybox, building and
 /// caching it when its content hash is new.
 pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
@@ -371,7 +364,9 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
     all_libraries.sort();
     all_libraries.dedup();
 
-    let dir = cache_dir()?;
+    let dir = crate::cache::root()?;
+    // Partial images of killed runs.
+    crate::scratch::reap(&dir, TEMP_PREFIX);
     // Hashing a large runq costs a fifth of a second per boot; when no input
     // changed (same paths, sizes, mtimes, inodes) the memo names the image.
     let memo = memo_path(&dir, runq, busybox, &all_libraries);
@@ -432,8 +427,7 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
 
     // Write under a unique name and rename, so concurrent runs never see a
     // half-written image.
-    let mut temp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let mut temp = crate::scratch::file_in(&dir, TEMP_PREFIX)?;
     temp.write_all(&bytes)?;
     temp.persist(&path)
         .map_err(|e| anyhow::anyhow!("saving {}: {}", path.display(), e.error))?;
@@ -449,7 +443,9 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
 /// shrinks runq's image about sevenfold; the symbol table stays, so guest
 /// backtraces keep function names. `None` when objcopy is missing or fails.
 fn without_debug_info(exe: &Path) -> Option<Vec<u8>> {
-    let dir = tempfile::tempdir().ok()?;
+    let tmp = std::env::temp_dir();
+    crate::scratch::reap(&tmp, STRIP_PREFIX);
+    let dir = crate::scratch::dir_in(&tmp, STRIP_PREFIX).ok()?;
     let out = dir.path().join("stripped");
     let status = std::process::Command::new("objcopy")
         .arg("--strip-debug")

@@ -192,7 +192,8 @@ fn extract_pvh_kernel(kernel: &Path, cache_dir: &Path) -> anyhow::Result<Option<
     }
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
-    let mut temp = tempfile::NamedTempFile::new_in(cache_dir)?;
+    crate::scratch::reap(cache_dir, ".tmp-vmlinux");
+    let mut temp = crate::scratch::file_in(cache_dir, ".tmp-vmlinux")?;
     temp.write_all(&elf)?;
     temp.persist(&cached)
         .map_err(|e| anyhow::anyhow!("saving {}: {}", cached.display(), e.error))?;

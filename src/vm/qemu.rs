@@ -52,6 +52,8 @@ use crate::topology::TopoSpec;
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 /// Smallest memory per NUMA node the Debian kernel boots with comfortably.
 pub const MIN_NODE_MEMORY_MIB: u64 = 128;
+/// Name prefix of the per-run temporary directory (see [`crate::scratch`]).
+pub const RUN_DIR_PREFIX: &str = "runq-vm";
 /// Lines of console shown in error messages.
 const CONSOLE_TAIL_LINES: usize = 30;
 /// How long qemu may take to power off after the guest reported its exit.
@@ -374,9 +376,11 @@ pub struct PreparedBoot {
 /// Finds the kernel, builds (or reuses) the base image, writes the per-run
 /// image and chooses the accelerator.
 pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
+    // Directories of runs that were killed before they could remove them.
+    crate::scratch::reap(&std::env::temp_dir(), RUN_DIR_PREFIX);
     config.validate()?;
     let kernel = kernel::discover(config.kernel.as_deref())?;
-    let kernel = kernel::boot_image(&kernel, &initramfs::cache_dir()?);
+    let kernel = kernel::boot_image(&kernel, &crate::cache::root()?);
     which_qemu()?;
     let accel = choose_accel(config.accel)?;
     let runq = match &config.runq_exe {
@@ -425,10 +429,7 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
     };
     overlay.file(PLAN_PATH, 0o644, serde_json::to_vec_pretty(&plan)?);
 
-    let dir = tempfile::Builder::new()
-        .prefix("runq-vm-")
-        .tempdir()
-        .context("creating a temporary directory")?;
+    let dir = crate::scratch::dir_in(&std::env::temp_dir(), RUN_DIR_PREFIX)?;
     let initrd = dir.path().join("initrd.img");
     initramfs::write_boot_image(&base, &overlay, &initrd)?;
 
