@@ -1,6 +1,8 @@
 //! The run report: a versioned JSON document (scenario, topology, kernel
 //! release, seed, checks, per-cgroup worker reports, statistics, captures,
 //! payloads), its text summary, and a side-by-side comparison of two runs.
+//! The report records: the verdicts and statistics come from
+//! [`crate::check::evaluate`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -9,10 +11,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::check::{
-    self, pooled_percentile, run_checks, AssertResult, CgroupRun, CheckInput, CheckOutcome,
-    Thresholds,
-};
+use crate::check::{AssertResult, CgroupRun, CheckInput, Evaluation, Thresholds};
+pub use crate::check::{CgroupStats, Stats};
 use crate::error::{RunqError, EXIT_CHECK_FAILED, EXIT_OK};
 use crate::snapshot::SnapshotSection;
 use crate::topology::{format_cpu_list, Topology};
@@ -24,100 +24,6 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 /// At most this many detail lines per failed check in the text summary
 /// (the JSON report keeps them all).
 const MAX_TEXT_DETAILS: usize = 12;
-
-/// One cgroup's figures.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct CgroupStats {
-    pub name: String,
-    pub workers: usize,
-    /// CPUs its workers ran on.
-    pub cpus_used: Vec<usize>,
-    pub migrations: u64,
-    /// Worst max/min CPU rate among its comparable workers.
-    pub spread: Option<f64>,
-    /// Longest own gap among its workers, in milliseconds.
-    pub worst_gap_ms: Option<f64>,
-    pub p99_wake_us: Option<f64>,
-    /// Work units of all its workers.
-    pub iterations: u64,
-    pub cpu_time_ms: f64,
-}
-
-/// Figures of a whole run.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Stats {
-    pub workers: usize,
-    /// Number of distinct CPUs the workers ran on.
-    pub cpus: usize,
-    pub cpus_used: Vec<usize>,
-    pub migrations: u64,
-    pub worst_spread: Option<f64>,
-    /// Longest stall seen in the progress samples or in a CPU-bound
-    /// worker's own gaps, in milliseconds.
-    pub worst_gap_ms: Option<f64>,
-    /// p99 wake latency over every sampled wake of the run.
-    pub p99_wake_us: Option<f64>,
-    /// Work units of all workers.
-    pub iterations: u64,
-    pub per_cgroup: Vec<CgroupStats>,
-}
-
-fn finite(v: f64) -> Option<f64> {
-    v.is_finite().then_some(v)
-}
-
-impl Stats {
-    /// Computes the figures of a run.
-    pub fn from_input(input: &CheckInput, thresholds: &Thresholds) -> Stats {
-        let classes = check::spread_classes(input);
-        let mut per_cgroup = Vec::new();
-        let mut all_cpus = BTreeSet::new();
-        for cg in &input.cgroups {
-            let cpus: BTreeSet<usize> = cg
-                .workers
-                .iter()
-                .flat_map(|w| w.cpus_used.iter().copied())
-                .collect();
-            all_cpus.extend(cpus.iter().copied());
-            let spread = classes
-                .iter()
-                .filter(|c| c.cgroup == cg.name)
-                .map(|c| c.spread)
-                .reduce(f64::max);
-            per_cgroup.push(CgroupStats {
-                name: cg.name.clone(),
-                workers: cg.workers.len(),
-                cpus_used: cpus.into_iter().collect(),
-                migrations: cg.workers.iter().map(|w| w.migrations).sum(),
-                spread: spread.and_then(finite),
-                worst_gap_ms: cg
-                    .workers
-                    .iter()
-                    .filter_map(|w| w.longest_gap.as_ref().map(|g| g.ms))
-                    .reduce(f64::max),
-                p99_wake_us: pooled_percentile(&cg.workers, 99.0).map(|ns| ns as f64 / 1e3),
-                iterations: cg.workers.iter().map(|w| w.work_units).sum(),
-                cpu_time_ms: cg.workers.iter().map(|w| w.cpu_time_ns as f64).sum::<f64>() / 1e6,
-            });
-        }
-        Stats {
-            workers: per_cgroup.iter().map(|c| c.workers).sum(),
-            cpus: all_cpus.len(),
-            cpus_used: all_cpus.into_iter().collect(),
-            migrations: per_cgroup.iter().map(|c| c.migrations).sum(),
-            worst_spread: classes
-                .iter()
-                .map(|c| c.spread)
-                .reduce(f64::max)
-                .and_then(finite),
-            worst_gap_ms: check::worst_gap_ms(input, thresholds),
-            p99_wake_us: pooled_percentile(input.cgroups.iter().flat_map(|c| &c.workers), 99.0)
-                .map(|ns| ns as f64 / 1e3),
-            iterations: per_cgroup.iter().map(|c| c.iterations).sum(),
-            per_cgroup,
-        }
-    }
-}
 
 /// The machine's topology as the report records it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -177,16 +83,17 @@ pub fn validate_report_path(path: &Path) -> anyhow::Result<()> {
 }
 
 impl RunReport {
-    /// Runs the checks over a finished run and assembles its report.
+    /// Records a finished run and its [`Evaluation`] (from
+    /// [`crate::check::evaluate`] over the same `input`).
     pub fn new(
         scenario: &str,
         topology: &Topology,
         seed: u64,
         input: CheckInput,
         thresholds: &Thresholds,
+        evaluation: Evaluation,
     ) -> RunReport {
-        let checks = run_checks(&input, thresholds);
-        let stats = Stats::from_input(&input, thresholds);
+        let Evaluation { checks, stats } = evaluation;
         RunReport {
             schema_version: REPORT_SCHEMA_VERSION,
             scenario: scenario.to_string(),
@@ -201,11 +108,6 @@ impl RunReport {
             captures: None,
             payloads: Vec::new(),
         }
-    }
-
-    /// Adds a check decided elsewhere (a payload's bound, for instance).
-    pub fn add_check(&mut self, outcome: CheckOutcome) {
-        self.checks.push(outcome);
     }
 
     /// 0 when every check passed, 1 otherwise.

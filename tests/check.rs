@@ -2,8 +2,8 @@
 //! and failing, and the edge cases (no samples, one worker, empty cpuset).
 
 use runq::check::{
-    pooled_percentile, run_checks, AssertResult, CgroupRun, CheckInput, CheckOutcome,
-    ProgressSample, Thresholds, WorkerSetup, CHECK_NAMES,
+    evaluate, pooled_percentile, run_checks, AssertResult, CgroupRun, CheckInput, CheckOutcome,
+    ProgressSample, RunFacts, Thresholds, WorkerSetup, CHECK_NAMES,
 };
 use runq::error::{exit_code_for, EXIT_BAD_INPUT};
 use runq::report::{compare, RunReport, REPORT_SCHEMA_VERSION};
@@ -674,7 +674,16 @@ fn sample_report(passing: bool) -> RunReport {
     let mut cg = cgroup("cg0", vec![spin(300, 990, &[0]), spin(301, second, &[1])]);
     cg.samples = samples(2, |w, at| at * 10 + w as u64);
     cg.setups = vec![WorkerSetup::default(), WorkerSetup::default()];
-    let mut report = RunReport::new("steady", &topo, 42, input(vec![cg]), &Thresholds::default());
+    let input = input(vec![cg]);
+    let evaluation = evaluate(&RunFacts::new(&input), &Thresholds::default());
+    let mut report = RunReport::new(
+        "steady",
+        &topo,
+        42,
+        input,
+        &Thresholds::default(),
+        evaluation,
+    );
     report
         .payloads
         .push(serde_json::json!({"name": "fixture", "ok": true}));
@@ -764,15 +773,11 @@ fn text_output_has_one_line_per_check_then_stats() {
 fn added_checks_decide_the_exit_code() {
     let mut report = sample_report(true);
     assert_eq!(report.exit_code(), 0);
-    report.add_check(CheckOutcome {
-        name: "payload_fixture".into(),
-        passed: false,
-        skipped: false,
-        summary: "exited with code 1".into(),
-        details: vec![],
-        value: None,
-        limit: None,
-    });
+    report.checks.push(CheckOutcome::new(
+        "payload_fixture",
+        false,
+        "exited with code 1".into(),
+    ));
     assert_eq!(report.exit_code(), 1);
 }
 

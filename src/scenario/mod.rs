@@ -3,8 +3,8 @@
 //! A [`Scenario`] declares cgroups (cpuset, weight, works) and steps (ops,
 //! then a hold). [`run_scenario`] validates it against the host topology
 //! (bad input exits 2 before anything is spawned), runs it
-//! ([`executor`]), checks the worker reports ([`crate::check`]) and returns
-//! the [`RunReport`].
+//! ([`executor`]), judges what it produced ([`crate::check::evaluate`]) and
+//! returns the [`RunReport`].
 
 pub mod catalog;
 pub mod dsl;
@@ -26,7 +26,7 @@ pub use executor::{
 };
 pub use validate::validate;
 
-use crate::check::CheckInput;
+use crate::check::{self, CheckInput, RunFacts};
 use crate::error::RunqError;
 use crate::report::RunReport;
 
@@ -49,73 +49,34 @@ pub fn run_scenario_with(
     Ok(report_for(execution))
 }
 
-/// Checks an execution and builds its report.
+/// Judges an execution ([`crate::check::evaluate`]) and records it in a
+/// report.
 pub fn report_for(execution: Execution) -> RunReport {
     let input = CheckInput {
         cgroups: execution.cgroup_runs,
         num_cpus: execution.topology.num_cpus(),
         duration_ms: execution.duration_ms,
     };
+    let thresholds = &execution.scenario.thresholds;
+    let facts = RunFacts::new(&input).payloads(&execution.payloads);
+    let evaluation = check::evaluate(&facts, thresholds);
     let mut report = RunReport::new(
         &execution.scenario.name,
         &execution.topology,
         execution.seed,
         input,
-        &execution.scenario.thresholds,
+        thresholds,
+        evaluation,
     );
     if !execution.captures.captures.is_empty() || !execution.captures.events.is_empty() {
         report.captures = Some(execution.captures);
     }
-    for payload in &execution.payloads {
-        report.add_check(payload_check(payload));
-        report
-            .payloads
-            .push(serde_json::to_value(payload).expect("a payload report always serializes"));
-    }
-    report
-}
-
-/// The check a payload adds to the report: its exit, metrics, bounds,
-/// ready marker and cgroup membership, as decided by the payload module.
-fn payload_check(payload: &crate::workload::payload::PayloadReport) -> crate::check::CheckOutcome {
-    let metrics: Vec<String> = payload
-        .metrics
+    report.payloads = execution
+        .payloads
         .iter()
-        .map(|(name, value)| match payload.units.get(name) {
-            Some(unit) => format!("{name} = {value} {unit}"),
-            None => format!("{name} = {value}"),
-        })
+        .map(|p| serde_json::to_value(p).expect("a payload report always serializes"))
         .collect();
-    let summary = if payload.passed {
-        format!(
-            "{} ended {:?}{}; {} process{} in its cgroup{}",
-            payload.name,
-            payload.exit,
-            if payload.stopped {
-                " (stopped at the end of the run)"
-            } else {
-                ""
-            },
-            payload.tree.len(),
-            if payload.tree.len() == 1 { "" } else { "es" },
-            if metrics.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", metrics.join(", "))
-            }
-        )
-    } else {
-        format!("{} failed: {}", payload.name, payload.failures.join("; "))
-    };
-    crate::check::CheckOutcome {
-        name: format!("payload:{}", payload.name),
-        passed: payload.passed,
-        skipped: false,
-        summary,
-        details: payload.failures.iter().cloned().chain(metrics).collect(),
-        value: None,
-        limit: None,
-    }
+    report
 }
 
 /// A catalog name or a path to a `.toml` file.

@@ -1,0 +1,153 @@
+//! Pass/fail for a run: one entry point, [`evaluate`], takes what a run
+//! produced ([`RunFacts`]: worker reports per cgroup, payload reports) and
+//! returns the verdicts and the statistics ([`Evaluation`]). Nothing else
+//! decides pass/fail; the report ([`crate::report`]) only records.
+//!
+//! The checks, in report order:
+//!
+//! | family | check | fails when |
+//! | --- | --- | --- |
+//! | completion | `workers_completed` | a worker died, hung past the collect deadline, panicked or could not be reaped |
+//! | fairness | `not_starved` | a worker made fewer than `min_work_units` work units, or a CPU-bound worker got less than `min_cpu_share` of its fair share |
+//! | spread | `fairness_spread` | within a cgroup, CPU-bound workers of one class got CPU at rates further apart than `max_spread` |
+//! | progress | `longest_gap` | a worker's progress counter stood still for more than `max_gap_ms` while others advanced, or a CPU-bound worker's own longest gap exceeds it |
+//! | isolation | `cpuset_isolation` | a worker ran on a CPU outside its cgroup's cpuset or its declared affinity |
+//! | latency | `wake_latency_p99` | the p99 wake latency of a cgroup exceeds `max_wake_p99_us` (skipped without a bound or samples) |
+//! | migration | `migration_ratio` | a worker migrated more often than `max_migration_ratio` per work unit or `max_migrations_per_sec` (skipped without a bound) |
+//! | payload | `payload:<name>` | an external program run beside the workers exited unexpectedly, missed a metric or bound, its ready marker, or escaped its cgroup |
+//!
+//! Workers without a real report (sentinels: died, timed out, panicked) fail
+//! `workers_completed` and are left out of every other check, whose details
+//! say so. A check named in `thresholds.disabled` is reported as skipped,
+//! with what it would have said.
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `mod.rs` | [`RunFacts`], [`evaluate`], [`Evaluation`], [`CHECK_NAMES`] |
+//! | `outcome.rs` | [`CheckOutcome`] and [`AssertResult`], what every check returns |
+//! | `thresholds.rs` | [`Thresholds`], the limits, and their validation |
+//! | `input.rs` | [`CheckInput`], [`CgroupRun`], [`WorkerSetup`], [`ProgressSample`]: what the worker checks look at |
+//! | `workers.rs` | what the worker checks derive about each worker (allowed CPUs, class, CPU-bound) and shared wording |
+//! | `completion.rs` | `workers_completed` |
+//! | `fairness.rs` | `not_starved` and the fair share model (nice and cgroup weights) |
+//! | `spread.rs` | `fairness_spread` and the classes of comparable workers |
+//! | `progress.rs` | `longest_gap` and stall detection over progress samples |
+//! | `isolation.rs` | `cpuset_isolation` |
+//! | `latency.rs` | `wake_latency_p99` and pooled percentiles |
+//! | `migration.rs` | `migration_ratio` |
+//! | `payload.rs` | `payload:<name>`, one check per payload |
+//! | `stats.rs` | [`Stats`], the run's figures, computed beside the verdicts |
+//!
+//! # Adding a check family
+//!
+//! One file holding its checks (a `NAME` constant per check and a function
+//! returning [`CheckOutcome`]s), one line in [`evaluate`] calling it, and,
+//! when its facts are new, a field in [`RunFacts`] with a builder method.
+//! Add its names to [`CHECK_NAMES`] if `thresholds.disabled` may name them.
+
+mod completion;
+mod fairness;
+mod input;
+mod isolation;
+mod latency;
+mod migration;
+mod outcome;
+mod payload;
+mod progress;
+mod spread;
+mod stats;
+mod thresholds;
+mod workers;
+
+pub use fairness::{cgroup_identity, nice_weight, DEFAULT_CGROUP_WEIGHT};
+pub use input::{policy_label, CgroupRun, CheckInput, ProgressSample, WorkerSetup};
+pub use latency::pooled_percentile;
+pub use outcome::{AssertResult, CheckOutcome};
+pub use stats::{CgroupStats, Stats};
+pub use thresholds::Thresholds;
+pub use workers::{describe_exit, CPU_BOUND_TYPES, STORAGE_BOUND_TYPES};
+
+use crate::workload::payload::PayloadReport;
+
+/// Names of the checks `thresholds.disabled` may name, in report order.
+pub const CHECK_NAMES: &[&str] = &[
+    completion::NAME,
+    fairness::NAME,
+    spread::NAME,
+    progress::NAME,
+    isolation::NAME,
+    latency::NAME,
+    migration::NAME,
+];
+
+/// Everything a run produced that the checks judge. It borrows, so the
+/// caller hands the same data to the report afterwards. Build it with
+/// [`RunFacts::new`] and the methods after it (fields may be added).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RunFacts<'a> {
+    /// Worker reports per cgroup, with setups and progress samples.
+    pub workers: &'a CheckInput,
+    /// Reports of the external programs run beside the workers.
+    pub payloads: &'a [PayloadReport],
+}
+
+impl<'a> RunFacts<'a> {
+    /// The facts of a run that produced worker reports only.
+    pub fn new(workers: &'a CheckInput) -> Self {
+        RunFacts {
+            workers,
+            payloads: &[],
+        }
+    }
+
+    /// Adds the payloads' reports.
+    pub fn payloads(mut self, payloads: &'a [PayloadReport]) -> Self {
+        self.payloads = payloads;
+        self
+    }
+}
+
+/// The verdicts and the statistics of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub checks: AssertResult,
+    pub stats: Stats,
+}
+
+/// Judges a run: every check family over its facts, then the statistics.
+pub fn evaluate(facts: &RunFacts, t: &Thresholds) -> Evaluation {
+    let input = facts.workers;
+    let entries = workers::entries(input);
+    let mut checks = vec![
+        completion::check(&entries),
+        fairness::check(input, &entries, t),
+        spread::check(input, &entries, t),
+        progress::check(input, &entries, t),
+        isolation::check(input, &entries),
+        latency::check(input, &entries, t),
+        migration::check(input, &entries, t),
+    ];
+    checks.extend(payload::checks(facts.payloads));
+    for c in &mut checks {
+        if t.is_disabled(&c.name) {
+            *c = CheckOutcome::skipped(
+                &c.name,
+                format!(
+                    "disabled by thresholds.disabled (would have said: {})",
+                    c.summary
+                ),
+            );
+        }
+    }
+    Evaluation {
+        checks: AssertResult::from_checks(checks),
+        stats: stats::compute(input, &entries, t),
+    }
+}
+
+/// The verdicts of [`evaluate`] for a run that produced worker reports
+/// only (exploration judges each step this way).
+pub fn run_checks(input: &CheckInput, t: &Thresholds) -> AssertResult {
+    evaluate(&RunFacts::new(input), t).checks
+}
