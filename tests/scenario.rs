@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use runq::report::RunReport;
 use runq::scenario::{
     catalog, run_scenario, run_scenario_with, Boundary, BoundaryMode, CgroupDef, CpusetSpec,
-    ExecutorHooks, HoldSpec, Op, RunOptions, Scenario, Step, WorkSpec,
+    ExecutorHooks, Op, RunOptions, Scenario, Step, WorkSpec,
 };
 use runq::topology::Topology;
 use runq::workload::{AffinityIntent, WorkType};
@@ -41,22 +41,17 @@ fn spin_scenario(
     cpuset: Option<CpusetSpec>,
     holds_ms: &[u64],
 ) -> Scenario {
-    let mut def = CgroupDef::new("cg0", vec![WorkSpec::new(WorkType::CpuSpin, workers)]);
+    let mut def = CgroupDef::named("cg0")
+        .workers(workers)
+        .work(WorkType::CpuSpin);
     def.cpuset = cpuset;
-    Scenario {
-        name: name.into(),
-        family: "test".into(),
-        description: String::new(),
-        duration: Duration::from_secs(1),
-        cgroups: vec![def],
-        steps: holds_ms
-            .iter()
-            .map(|ms| Step::new(vec![], HoldSpec::Fixed(Duration::from_millis(*ms))))
-            .collect(),
-        thresholds: Default::default(),
-        periodic_capture_ms: None,
-        payloads: Vec::new(),
-    }
+    holds_ms.iter().fold(
+        Scenario::named(name)
+            .family("test")
+            .duration(Duration::from_secs(1))
+            .cgroup(def),
+        |s, ms| s.step(Step::hold(Duration::from_millis(*ms))),
+    )
 }
 
 /// Cgroup roots named `runq-<pid>` in any mounted hierarchy.

@@ -40,7 +40,7 @@ pub struct Args {
     source_dirs: Vec<PathBuf>,
     /// What SIGINT, SIGTERM or SIGHUP to runq does to the traced tree.
     #[arg(long, value_enum, default_value = "kill")]
-    on_interrupt: InterruptAction,
+    on_interrupt: InterruptArg,
     /// The command to run, after `--`.
     #[arg(
         required = true,
@@ -49,6 +49,24 @@ pub struct Args {
         value_name = "CMD"
     )]
     command: Vec<String>,
+}
+
+/// `--on-interrupt` values, mapped to [`InterruptAction`].
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum InterruptArg {
+    /// SIGKILL every traced process and reap it.
+    Kill,
+    /// Remove all breakpoints and let the processes run on untraced.
+    Detach,
+}
+
+impl From<InterruptArg> for InterruptAction {
+    fn from(arg: InterruptArg) -> Self {
+        match arg {
+            InterruptArg::Kill => InterruptAction::Kill,
+            InterruptArg::Detach => InterruptAction::Detach,
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -152,7 +170,7 @@ fn validate(args: &Args) -> Result<TraceConfig> {
         follow_exec: args.follow_exec,
         coverage: args.coverage.then_some(filter),
         program_lines,
-        on_interrupt: args.on_interrupt,
+        on_interrupt: args.on_interrupt.into(),
     })
 }
 

@@ -31,13 +31,34 @@ pub struct MachineArgs {
     include: Vec<PathBuf>,
     /// Accelerator: auto uses KVM when usable, else TCG with a warning.
     #[arg(long, value_enum, default_value = "auto")]
-    accel: AccelChoice,
+    accel: AccelArg,
     /// qemu -cpu model (default: chosen per accelerator so LLCs follow --topology).
     #[arg(long, value_name = "MODEL")]
     cpu: Option<String>,
     /// Extra kernel command-line argument (repeatable), e.g. loglevel=7.
     #[arg(long = "kernel-arg", value_name = "ARG")]
     kernel_arg: Vec<String>,
+}
+
+/// `--accel` values, mapped to [`AccelChoice`].
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum AccelArg {
+    /// KVM if usable, else TCG with a warning.
+    Auto,
+    /// KVM, or fail.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+impl From<AccelArg> for AccelChoice {
+    fn from(arg: AccelArg) -> Self {
+        match arg {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
+        }
+    }
 }
 
 impl MachineArgs {
@@ -51,7 +72,7 @@ impl MachineArgs {
         config.memory_mib = vm::parse_memory_mib(&self.memory)?;
         config.kernel = self.kernel.clone();
         config.includes = self.include.clone();
-        config.accel = self.accel;
+        config.accel = self.accel.into();
         config.cpu_model = self.cpu.clone();
         config.kernel_args = self.kernel_arg.clone();
         Ok(config)

@@ -89,20 +89,14 @@ impl ExplorableScenario {
                 CgroupDef::new(LIGHT, Vec::new()).weight(25).deferred(),
             ],
         };
-        Scenario {
-            name: self.name.to_string(),
-            family: "explore".to_string(),
-            description: self.description.to_string(),
-            duration: Duration::from_secs(1),
-            cgroups,
-            steps: vec![
-                Step::new(Vec::new(), HoldSpec::Fixed(Duration::from_millis(100)));
-                self.steps
-            ],
-            thresholds: Thresholds::default(),
-            periodic_capture_ms: None,
-            payloads: Vec::new(),
-        }
+        let step = Step::hold(Duration::from_millis(100));
+        let mut scenario = Scenario::named(self.name)
+            .family("explore")
+            .description(self.description)
+            .duration(Duration::from_secs(1));
+        scenario.cgroups = cgroups;
+        scenario.steps = vec![step; self.steps];
+        scenario
     }
 
     /// Run one timeline of the scenario; `plan` receives one line per step.

@@ -45,37 +45,17 @@ pub fn names() -> Vec<String> {
 }
 
 fn scenario(name: &str, family: &str, description: &str) -> Scenario {
-    Scenario {
-        name: name.to_owned(),
-        family: family.to_owned(),
-        description: description.to_owned(),
-        duration: super::dsl::DEFAULT_DURATION,
-        cgroups: Vec::new(),
-        steps: Vec::new(),
-        thresholds: Thresholds::default(),
-        periodic_capture_ms: None,
-        payloads: Vec::new(),
-    }
+    Scenario::named(name)
+        .family(family)
+        .description(description)
 }
 
-trait Build {
-    fn cgroup(self, def: CgroupDef) -> Self;
-    fn step(self, ops: Vec<Op>, hold: HoldSpec) -> Self;
-    fn thresholds(self, f: impl FnOnce(&mut Thresholds)) -> Self;
-}
-
-impl Build for Scenario {
-    fn cgroup(mut self, def: CgroupDef) -> Self {
-        self.cgroups.push(def);
-        self
-    }
-    fn step(mut self, ops: Vec<Op>, hold: HoldSpec) -> Self {
-        self.steps.push(Step::new(ops, hold));
-        self
-    }
-    fn thresholds(mut self, f: impl FnOnce(&mut Thresholds)) -> Self {
-        f(&mut self.thresholds);
-        self
+/// The wake latency bound of the latency scenarios: a p99 of 50 ms is far
+/// above a healthy kernel's on a loaded 2-CPU host, far below a stall.
+fn wake_bound_50ms() -> Thresholds {
+    Thresholds {
+        max_wake_p99_us: Some(50_000.0),
+        ..Default::default()
     }
 }
 
@@ -177,22 +157,22 @@ fn cpuset() -> Vec<Scenario> {
         )
         .cgroup(cg("cg0", vec![spin(2)]).cpuset(half(0)))
         .cgroup(cg("cg1", vec![spin(2)]).cpuset(half(1)))
-        .step(vec![], frac(0.5))
-        .step(
+        .step(Step::hold(frac(0.5)))
+        .step(Step::new(
             vec![Op::SwapCpusets {
                 a: name("cg0"),
                 b: name("cg1"),
             }],
             frac(0.5),
-        ),
+        )),
         scenario(
             "cpuset_shrink_grow",
             "cpuset",
             "a cgroup's cpuset shrinks to the first CPUs, then is cleared",
         )
         .cgroup(cg("cg0", vec![spin(3)]))
-        .step(vec![], frac(0.3))
-        .step(
+        .step(Step::hold(frac(0.3)))
+        .step(Step::new(
             vec![Op::SetCpuset {
                 cgroup: name("cg0"),
                 cpuset: CpusetSpec::Range {
@@ -201,13 +181,13 @@ fn cpuset() -> Vec<Scenario> {
                 },
             }],
             frac(0.35),
-        )
-        .step(
+        ))
+        .step(Step::new(
             vec![Op::ClearCpuset {
                 cgroup: name("cg0"),
             }],
             frac(0.35),
-        ),
+        )),
         scenario(
             "cpuset_llc",
             "cpuset",
@@ -226,19 +206,19 @@ fn dynamic() -> Vec<Scenario> {
         )
         .cgroup(cg("cg0", vec![spin(2)]))
         .cgroup(cg("cg1", vec![spin(2)]).deferred())
-        .step(vec![], frac(0.3))
-        .step(
+        .step(Step::hold(frac(0.3)))
+        .step(Step::new(
             vec![Op::AddCgroup {
                 cgroup: name("cg1"),
             }],
             frac(0.4),
-        )
-        .step(
+        ))
+        .step(Step::new(
             vec![Op::RemoveCgroup {
                 cgroup: name("cg1"),
             }],
             frac(0.3),
-        ),
+        )),
         scenario(
             "spawn_stop",
             "dynamic",
@@ -246,20 +226,20 @@ fn dynamic() -> Vec<Scenario> {
         )
         .cgroup(cg("cg0", vec![spin(2)]))
         .cgroup(cg("cg1", vec![]))
-        .step(vec![], frac(0.3))
-        .step(
+        .step(Step::hold(frac(0.3)))
+        .step(Step::new(
             vec![Op::Spawn {
                 cgroup: name("cg1"),
                 works: vec![spin(2), work("bursty:burst_ms=5,sleep_ms=5", 1)],
             }],
             frac(0.4),
-        )
-        .step(
+        ))
+        .step(Step::new(
             vec![Op::Stop {
                 cgroup: name("cg0"),
             }],
             frac(0.3),
-        ),
+        )),
         scenario(
             "move_tasks",
             "dynamic",
@@ -267,14 +247,14 @@ fn dynamic() -> Vec<Scenario> {
         )
         .cgroup(cg("cg0", vec![spin(2)]).cpuset(half(0)))
         .cgroup(cg("cg1", vec![spin(1)]).cpuset(half(1)))
-        .step(vec![], frac(0.5))
-        .step(
+        .step(Step::hold(frac(0.5)))
+        .step(Step::new(
             vec![Op::MoveTasks {
                 from: name("cg0"),
                 to: name("cg1"),
             }],
             frac(0.5),
-        ),
+        )),
         scenario(
             "cpuset_churn",
             "dynamic",
@@ -282,7 +262,7 @@ fn dynamic() -> Vec<Scenario> {
         )
         .cgroup(cg("cg0", vec![spin(2)]).cpuset(half(0)))
         .cgroup(cg("cg1", vec![spin(2)]).cpuset(half(1)))
-        .step(
+        .step(Step::new(
             vec![Op::SwapCpusets {
                 a: name("cg0"),
                 b: name("cg1"),
@@ -291,15 +271,18 @@ fn dynamic() -> Vec<Scenario> {
                 every: Duration::from_millis(50),
                 fraction: 1.0,
             },
-        ),
+        )),
         scenario(
             "staged_snapshots",
             "dynamic",
             "tagged captures around a load change, plus periodic captures",
         )
         .cgroup(cg("cg0", vec![spin(1)]))
-        .step(vec![Op::CaptureSnapshot { tag: name("light") }], frac(0.5))
-        .step(
+        .step(Step::new(
+            vec![Op::CaptureSnapshot { tag: name("light") }],
+            frac(0.5),
+        ))
+        .step(Step::new(
             vec![
                 Op::Spawn {
                     cgroup: name("cg0"),
@@ -308,8 +291,8 @@ fn dynamic() -> Vec<Scenario> {
                 Op::CaptureSnapshot { tag: name("heavy") },
             ],
             frac(0.5),
-        )
-        .with_periodic(250),
+        ))
+        .periodic_capture(Duration::from_millis(250)),
     ]
 }
 
@@ -321,7 +304,7 @@ fn affinity() -> Vec<Scenario> {
             "workers are re-pinned to random CPU subsets every 20 ms",
         )
         .cgroup(cg("cg0", vec![spin(3)]))
-        .step(
+        .step(Step::new(
             vec![Op::SetAffinity {
                 cgroup: name("cg0"),
                 affinity: AffinityIntent::RandomSubset { count: 1 },
@@ -330,9 +313,12 @@ fn affinity() -> Vec<Scenario> {
                 every: Duration::from_millis(20),
                 fraction: 1.0,
             },
-        )
+        ))
         // Random single-CPU pins may stack several workers on one CPU.
-        .thresholds(|t| t.max_spread = 6.0),
+        .thresholds(Thresholds {
+            max_spread: 6.0,
+            ..Default::default()
+        }),
         scenario(
             "affinity_single_cpu",
             "affinity",
@@ -380,9 +366,10 @@ fn stress() -> Vec<Scenario> {
         )
         .cgroup(cg("cg0", vec![spin(12)]))
         // 12 workers on 2 CPUs: slices are long relative to each share.
-        .thresholds(|t| {
-            t.max_gap_ms = 500.0;
-            t.max_spread = 4.0;
+        .thresholds(Thresholds {
+            max_gap_ms: 500.0,
+            max_spread: 4.0,
+            ..Default::default()
         }),
         scenario(
             "page_fault_churn",
@@ -435,19 +422,19 @@ fn nested() -> Vec<Scenario> {
         )
         .cgroup(cg("outer", vec![spin(2)]))
         .cgroup(cg("outer/inner", vec![spin(2)]).deferred())
-        .step(vec![], frac(0.3))
-        .step(
+        .step(Step::hold(frac(0.3)))
+        .step(Step::new(
             vec![Op::AddCgroup {
                 cgroup: name("outer/inner"),
             }],
             frac(0.4),
-        )
-        .step(
+        ))
+        .step(Step::new(
             vec![Op::RemoveCgroup {
                 cgroup: name("outer/inner"),
             }],
             frac(0.3),
-        ),
+        )),
         scenario(
             "nested_weights",
             "nested",
@@ -502,7 +489,7 @@ fn interaction() -> Vec<Scenario> {
             "sleepers",
             vec![work("bursty:burst_ms=2,sleep_ms=8", 2)],
         ))
-        .thresholds(|t| t.max_wake_p99_us = Some(50_000.0)),
+        .thresholds(wake_bound_50ms()),
     ]
 }
 
@@ -514,21 +501,21 @@ fn performance() -> Vec<Scenario> {
             "a ring of workers passing a token: p99 wake latency stays bounded",
         )
         .cgroup(cg("cg0", vec![work("wake_chain:depth=4", 4)]))
-        .thresholds(|t| t.max_wake_p99_us = Some(50_000.0)),
+        .thresholds(wake_bound_50ms()),
         scenario(
             "futex_ping_pong",
             "performance",
             "pairs handing a futex word back and forth: wake latency bound",
         )
         .cgroup(cg("cg0", vec![work("futex_ping_pong:spin_iters=1000", 2)]))
-        .thresholds(|t| t.max_wake_p99_us = Some(50_000.0)),
+        .thresholds(wake_bound_50ms()),
         scenario(
             "pipe_ping_pong",
             "performance",
             "pairs bouncing a timestamp over pipes: wake latency bound",
         )
         .cgroup(cg("cg0", vec![work("pipe_io:burst_iters=1000", 2)]))
-        .thresholds(|t| t.max_wake_p99_us = Some(50_000.0)),
+        .thresholds(wake_bound_50ms()),
         scenario(
             "cache_pressure",
             "performance",
@@ -560,19 +547,8 @@ fn performance() -> Vec<Scenario> {
                 4,
             )],
         ))
-        .thresholds(|t| t.max_wake_p99_us = Some(50_000.0)),
+        .thresholds(wake_bound_50ms()),
     ]
-}
-
-trait Periodic {
-    fn with_periodic(self, ms: u64) -> Self;
-}
-
-impl Periodic for Scenario {
-    fn with_periodic(mut self, ms: u64) -> Self {
-        self.periodic_capture_ms = Some(ms);
-        self
-    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,73 @@ fn default_duration() -> Duration {
     DEFAULT_DURATION
 }
 
+/// Chained construction: `Scenario::named("x").cgroup(..).step(..)`.
+impl Scenario {
+    /// An empty scenario: no cgroups, no steps, [`DEFAULT_DURATION`],
+    /// default thresholds.
+    pub fn named(name: impl Into<String>) -> Self {
+        Scenario {
+            name: name.into(),
+            family: String::new(),
+            description: String::new(),
+            duration: DEFAULT_DURATION,
+            cgroups: Vec::new(),
+            steps: Vec::new(),
+            thresholds: Thresholds::default(),
+            periodic_capture_ms: None,
+            payloads: Vec::new(),
+        }
+    }
+
+    pub fn family(mut self, family: impl Into<String>) -> Self {
+        self.family = family.into();
+        self
+    }
+
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Total run length (hold fractions are fractions of it).
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// Adds a cgroup (a nested one after its parent).
+    pub fn cgroup(mut self, def: CgroupDef) -> Self {
+        self.cgroups.push(def);
+        self
+    }
+
+    /// Adds a step, run after the ones before it.
+    pub fn step(mut self, step: Step) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Replaces the thresholds; change single limits with struct update
+    /// syntax: `Thresholds { max_gap_ms: 500.0, ..Default::default() }`.
+    pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+
+    /// Takes a scheduler capture every `every` during holds (rounded down
+    /// to milliseconds).
+    pub fn periodic_capture(mut self, every: Duration) -> Self {
+        self.periodic_capture_ms = Some(every.as_millis() as u64);
+        self
+    }
+
+    /// Adds an external program run beside the workers.
+    pub fn payload(mut self, spec: crate::workload::payload::PayloadSpec) -> Self {
+        self.payloads.push(spec);
+        self
+    }
+}
+
 /// One cgroup under the run root. `name` may be nested (`"outer/inner"`);
 /// the parent must then be declared too (and come first).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +142,23 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// Chained construction. The cgroup's own settings are [`Self::cpuset`],
+/// [`Self::weight`] and [`Self::deferred`]; [`Self::workers`],
+/// [`Self::work`], [`Self::policy`], [`Self::nice`], [`Self::affinity`] and
+/// [`Self::threads`] set the cgroup's current work group (the last one
+/// added, started as one `cpu_spin` worker when there is none), and
+/// [`Self::add_work`] starts another group:
+///
+/// ```
+/// use runq::prelude::*;
+/// let cg = CgroupDef::named("cg_0")
+///     .workers(2)
+///     .work(WorkType::YieldHeavy)
+///     .add_work(WorkSpec::new(WorkType::CpuSpin, 1).nice(10))
+///     .weight(200);
+/// assert_eq!(cg.works.len(), 2);
+/// assert_eq!(cg.works[0].workers, 2);
+/// ```
 impl CgroupDef {
     /// A cgroup with no cpuset, default weight and the given works.
     pub fn new(name: &str, works: Vec<WorkSpec>) -> Self {
@@ -87,19 +171,81 @@ impl CgroupDef {
         }
     }
 
+    /// A cgroup with no works yet, no cpuset and default weight.
+    pub fn named(name: impl Into<String>) -> Self {
+        CgroupDef {
+            name: name.into(),
+            cpuset: None,
+            weight: None,
+            works: Vec::new(),
+            deferred: false,
+        }
+    }
+
     pub fn cpuset(mut self, spec: CpusetSpec) -> Self {
         self.cpuset = Some(spec);
         self
     }
 
+    /// CPU weight 1..=10000 (100 = default).
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = Some(weight);
         self
     }
 
+    /// Created only by an [`Op::AddCgroup`], not at the start.
     pub fn deferred(mut self) -> Self {
         self.deferred = true;
         self
+    }
+
+    /// Starts another work group.
+    pub fn add_work(mut self, work: WorkSpec) -> Self {
+        self.works.push(work);
+        self
+    }
+
+    /// The number of workers of the current work group.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.current_work().workers = workers;
+        self
+    }
+
+    /// What the current work group's workers do.
+    pub fn work(mut self, work: WorkType) -> Self {
+        self.current_work().work = work;
+        self
+    }
+
+    /// The current work group's scheduling policy.
+    pub fn policy(mut self, policy: SchedPolicy) -> Self {
+        self.current_work().policy = policy;
+        self
+    }
+
+    /// The current work group's nice value.
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.current_work().nice = nice;
+        self
+    }
+
+    /// Where the current work group's workers may run.
+    pub fn affinity(mut self, affinity: AffinityIntent) -> Self {
+        self.current_work().affinity = affinity;
+        self
+    }
+
+    /// The current work group's workers are threads of one process.
+    pub fn threads(mut self) -> Self {
+        self.current_work().clone_mode = CloneMode::Thread;
+        self
+    }
+
+    fn current_work(&mut self) -> &mut WorkSpec {
+        if self.works.is_empty() {
+            self.works.push(WorkSpec::new(WorkType::CpuSpin, 1));
+        }
+        self.works.last_mut().expect("just ensured one")
     }
 }
 
@@ -170,6 +316,16 @@ impl WorkSpec {
         self.nice = nice;
         self
     }
+
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    pub fn mem_policy(mut self, mem_policy: MemPolicy) -> Self {
+        self.mem_policy = mem_policy;
+        self
+    }
 }
 
 /// One step: ops applied at its start, then a hold.
@@ -181,9 +337,31 @@ pub struct Step {
     pub hold: HoldSpec,
 }
 
+/// `Step::hold(HoldSpec::Fraction(0.5)).op(Op::stop("cg0"))`: the ops are
+/// applied at the step's start, then the hold runs.
 impl Step {
     pub fn new(ops: Vec<Op>, hold: HoldSpec) -> Self {
         Step { ops, hold }
+    }
+
+    /// A step that only holds; a [`Duration`] is a fixed hold.
+    pub fn hold(hold: impl Into<HoldSpec>) -> Self {
+        Step {
+            ops: Vec::new(),
+            hold: hold.into(),
+        }
+    }
+
+    /// Adds an op, applied after the ones before it.
+    pub fn op(mut self, op: Op) -> Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// Adds ops, applied in order after the ones before them.
+    pub fn ops(mut self, ops: impl IntoIterator<Item = Op>) -> Self {
+        self.ops.extend(ops);
+        self
     }
 }
 
@@ -202,6 +380,12 @@ pub enum HoldSpec {
         every: Duration,
         fraction: f64,
     },
+}
+
+impl From<Duration> for HoldSpec {
+    fn from(d: Duration) -> Self {
+        HoldSpec::Fixed(d)
+    }
 }
 
 impl HoldSpec {
@@ -284,6 +468,72 @@ pub enum Op {
     CaptureSnapshot {
         tag: String,
     },
+}
+
+/// Constructors, one per op, taking cgroup names as any string.
+impl Op {
+    pub fn add_cgroup(cgroup: impl Into<String>) -> Self {
+        Op::AddCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn remove_cgroup(cgroup: impl Into<String>) -> Self {
+        Op::RemoveCgroup {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn set_cpuset(cgroup: impl Into<String>, cpuset: CpusetSpec) -> Self {
+        Op::SetCpuset {
+            cgroup: cgroup.into(),
+            cpuset,
+        }
+    }
+
+    pub fn clear_cpuset(cgroup: impl Into<String>) -> Self {
+        Op::ClearCpuset {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn swap_cpusets(a: impl Into<String>, b: impl Into<String>) -> Self {
+        Op::SwapCpusets {
+            a: a.into(),
+            b: b.into(),
+        }
+    }
+
+    pub fn spawn(cgroup: impl Into<String>, works: Vec<WorkSpec>) -> Self {
+        Op::Spawn {
+            cgroup: cgroup.into(),
+            works,
+        }
+    }
+
+    pub fn stop(cgroup: impl Into<String>) -> Self {
+        Op::Stop {
+            cgroup: cgroup.into(),
+        }
+    }
+
+    pub fn set_affinity(cgroup: impl Into<String>, affinity: AffinityIntent) -> Self {
+        Op::SetAffinity {
+            cgroup: cgroup.into(),
+            affinity,
+        }
+    }
+
+    pub fn move_tasks(from: impl Into<String>, to: impl Into<String>) -> Self {
+        Op::MoveTasks {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    pub fn capture_snapshot(tag: impl Into<String>) -> Self {
+        Op::CaptureSnapshot { tag: tag.into() }
+    }
 }
 
 impl Op {
@@ -484,6 +734,64 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    /// The builders produce exactly what the TOML form declares.
+    #[test]
+    fn builders_match_the_file_form() {
+        let built = Scenario::named("b")
+            .family("test")
+            .duration(Duration::from_secs(3))
+            .cgroup(
+                CgroupDef::named("cg_0")
+                    .workers(2)
+                    .work(WorkType::YieldHeavy)
+                    .nice(5)
+                    .add_work(WorkSpec::new(WorkType::CpuSpin, 1).policy(SchedPolicy::Fifo(10)))
+                    .cpuset(CpusetSpec::Disjoint { index: 0, of: 2 })
+                    .weight(200),
+            )
+            .cgroup(CgroupDef::named("cg_1").workers(1).deferred())
+            .step(Step::hold(Duration::from_millis(300)))
+            .step(Step::hold(HoldSpec::Fraction(0.5)).op(Op::add_cgroup("cg_1")))
+            .thresholds(Thresholds {
+                max_gap_ms: 500.0,
+                ..Default::default()
+            })
+            .periodic_capture(Duration::from_millis(250));
+        let text = r#"
+            name = "b"
+            family = "test"
+            duration = "3s"
+            periodic_capture_ms = 250
+            [[cgroups]]
+            name = "cg_0"
+            cpuset = { disjoint = { index = 0, of = 2 } }
+            weight = 200
+            works = [
+                { work = "yield_heavy", workers = 2, nice = 5 },
+                { work = "cpu_spin", workers = 1, policy = { fifo = 10 } },
+            ]
+            [[cgroups]]
+            name = "cg_1"
+            deferred = true
+            works = [{ work = "cpu_spin", workers = 1 }]
+            [[steps]]
+            hold = { fixed = "300ms" }
+            [[steps]]
+            ops = [{ op = "add_cgroup", cgroup = "cg_1" }]
+            hold = { fraction = 0.5 }
+            [thresholds]
+            max_gap_ms = 500.0
+        "#;
+        let read = crate::scenario::toml::from_toml_str(text, "test").unwrap();
+        assert_eq!(built.cgroups, read.cgroups);
+        assert_eq!(built.steps, read.steps);
+        assert_eq!(built.thresholds, read.thresholds);
+        assert_eq!(
+            (built.duration, built.periodic_capture_ms, &built.family),
+            (read.duration, read.periodic_capture_ms, &read.family)
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use super::model::{
 use super::sys::{self, WaitReport};
 
 /// What runq does with the tree when it gets SIGINT, SIGTERM or SIGHUP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InterruptAction {
     /// SIGKILL every traced process and reap it.

@@ -73,7 +73,7 @@ pub const BASE_KERNEL_ARGS: &[&str] = &[
 ];
 
 /// Which accelerator to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccelChoice {
     /// KVM if usable, else TCG with a warning.
     Auto,
