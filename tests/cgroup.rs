@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use runq::cgroup::{pid_alive, CgroupManager, CgroupVersion};
 use runq::error::{exit_code_for, EXIT_BAD_INPUT, EXIT_ENVIRONMENT};
 
+mod common;
+
 /// A child process killed and reaped on drop.
 struct Proc(Child);
 
@@ -30,34 +32,37 @@ impl Proc {
 
     /// This test binary re-run as a helper with `threads` extra threads.
     fn threaded(threads: usize) -> Proc {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "helper_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("RUNQ_CGROUP_HELPER_THREADS", threads.to_string())
-            .stdin(Stdio::null())
+        let child = helper_command(("RUNQ_CGROUP_HELPER_THREADS", &threads.to_string()))
             .stdout(Stdio::null())
             .spawn()
             .expect("spawning the helper");
         let proc = Proc(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        // The test harness adds threads of its own: wait for ours on top.
-        while proc.tids().len() < threads + 1 {
+        // The test harness starts its threads before the helper body runs,
+        // so once the helper's named threads exist the set is final.
+        while proc.helper_threads() < threads {
             assert!(
                 Instant::now() < deadline,
                 "helper never started its threads"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(50));
         proc
     }
 
     fn pid(&self) -> i32 {
         self.0.id() as i32
+    }
+
+    /// Threads named [`HELPER_THREAD`] in the process.
+    fn helper_threads(&self) -> usize {
+        self.tids()
+            .iter()
+            .filter(|tid| {
+                fs::read_to_string(format!("/proc/{}/task/{tid}/comm", self.pid()))
+                    .is_ok_and(|comm| comm.trim() == HELPER_THREAD)
+            })
+            .count()
     }
 
     fn tids(&self) -> Vec<i32> {
@@ -80,18 +85,42 @@ impl Drop for Proc {
     }
 }
 
-/// Not a test on its own: the body of the helper processes [`Proc::threaded`]
-/// and [`killed_run_leaves_a_root_the_next_run_removes`] start.
-#[test]
-fn helper_process() {
+/// The test the helper processes re-run (with `--exact`): it starts with
+/// [`helper_dispatch`], which turns the process into the helper an
+/// environment variable asks for and never returns to the test harness.
+/// Without those variables it is an ordinary test.
+const HELPER_CARRIER: &str = "detect_picks_the_host_interface_and_owns_a_run_root";
+
+/// Name of the threads a threaded helper starts.
+const HELPER_THREAD: &str = "cg-helper";
+
+/// This test binary re-run as a helper process, selected by `env`.
+fn helper_command(env: (&str, &str)) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", HELPER_CARRIER, "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .stdin(Stdio::null());
+    command
+}
+
+/// The body of the helper processes [`Proc::threaded`],
+/// [`killed_run_leaves_a_root_the_next_run_removes`] and
+/// [`detect_without_privileges_is_an_environment_error`] start; returns
+/// only when no helper variable is set.
+fn helper_dispatch() {
     if let Ok(count) = std::env::var("RUNQ_CGROUP_HELPER_THREADS") {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).unwrap();
         for _ in 0..count.parse::<usize>().unwrap() {
-            std::thread::spawn(|| loop {
-                std::thread::park();
-            });
+            std::thread::Builder::new()
+                .name(HELPER_THREAD.into())
+                .spawn(|| loop {
+                    std::thread::park();
+                })
+                .unwrap();
         }
         std::thread::sleep(Duration::from_secs(60));
+        std::process::exit(0);
     }
     if std::env::var("RUNQ_CGROUP_HELPER_DETECT").is_ok() {
         // Reports how detect() fails, through the exit code and stderr.
@@ -119,7 +148,7 @@ fn helper_process() {
         fs::write(format!("{out}.tmp"), paths.join("\n")).unwrap();
         fs::rename(format!("{out}.tmp"), &out).unwrap();
         std::thread::sleep(Duration::from_secs(60));
-        drop(manager);
+        std::process::exit(0);
     }
 }
 
@@ -139,15 +168,35 @@ fn affinity(pid: i32) -> Vec<usize> {
 }
 
 fn cgroup_line(pid: i32, controller: &str) -> String {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    cgroup_line_of(&format!("/proc/{pid}/cgroup"), controller)
+}
+
+/// The line of a `/proc/.../cgroup` file for `controller` (by whole name),
+/// or the unified (`0::`) line when `controller` is empty.
+fn cgroup_line_of(file: &str, controller: &str) -> String {
+    let text = fs::read_to_string(file).unwrap();
     text.lines()
         .find(|l| {
             let parts: Vec<&str> = l.splitn(3, ':').collect();
             parts[1].split(',').any(|c| c == controller)
                 || (controller.is_empty() && parts[0] == "0")
         })
-        .unwrap_or_else(|| panic!("no {controller} line in /proc/{pid}/cgroup"))
+        .unwrap_or_else(|| panic!("no {controller} line in {file}:\n{text}"))
         .to_string()
+}
+
+/// `usage_usec` of a cgroup's CPU statistics.
+trait UsageUsec {
+    fn stat_usage_usec(&self, cgroup: &str) -> u64;
+}
+
+impl UsageUsec for CgroupManager {
+    fn stat_usage_usec(&self, cgroup: &str) -> u64 {
+        let stat = self.cpu_stat(cgroup).unwrap();
+        *stat
+            .get("usage_usec")
+            .unwrap_or_else(|| panic!("no usage_usec in {stat:?}"))
+    }
 }
 
 fn host_manager() -> CgroupManager {
@@ -178,6 +227,7 @@ fn two_cpus(manager: &CgroupManager) -> (usize, usize) {
 
 #[test]
 fn detect_picks_the_host_interface_and_owns_a_run_root() {
+    helper_dispatch();
     let mut manager = host_manager();
     assert_eq!(manager.version(), expected_host_version());
     let pid = std::process::id();
@@ -194,12 +244,23 @@ fn detect_picks_the_host_interface_and_owns_a_run_root() {
         assert!(root.ends_with(manager.root_name()));
     }
     if manager.version() == CgroupVersion::V1 {
-        // cpuset and cpu hierarchies at least (cpuacct too when apart).
-        let joined = format!("{roots:?}");
-        assert!(
-            joined.contains("cpuset") && joined.contains("cpu"),
-            "{joined}"
-        );
+        // cpuset and cpu hierarchies at least (cpuacct too when apart):
+        // the controllers of the mounts the roots live in, by whole name.
+        let mounts = runq::cgroup::detect::read_mounts().unwrap();
+        let controllers: Vec<&str> = roots
+            .iter()
+            .flat_map(|root| {
+                let mount = mounts
+                    .iter()
+                    .filter(|m| !m.unified && root.starts_with(&m.mount_point))
+                    .max_by_key(|m| m.mount_point.as_os_str().len())
+                    .unwrap_or_else(|| panic!("{} is on no v1 mount", root.display()));
+                mount.controllers.iter().map(String::as_str)
+            })
+            .collect();
+        for wanted in ["cpuset", "cpu"] {
+            assert!(controllers.contains(&wanted), "{wanted}: {controllers:?}");
+        }
     }
     manager.teardown().unwrap();
     for root in &roots {
@@ -313,30 +374,46 @@ fn processes_and_single_threads_move_and_are_accounted() {
     } else {
         ""
     };
-    let line = fs::read_to_string(format!("/proc/{}/task/{moved}/cgroup", helper.pid())).unwrap();
-    assert!(
-        line.lines()
-            .any(|l| l.contains(controller)
-                && l.ends_with(&format!("{}/threads", manager.root_name()))),
-        "{line}"
+    let thread_line = cgroup_line_of(
+        &format!("/proc/{}/task/{moved}/cgroup", helper.pid()),
+        controller,
     );
     assert!(
-        cgroup_line(helper.pid(), controller).ends_with(&format!("{}/procs", manager.root_name()))
+        thread_line.ends_with(&format!("/{}/threads", manager.root_name())),
+        "{thread_line}"
+    );
+    let process_line = cgroup_line(helper.pid(), controller);
+    assert!(
+        process_line.ends_with(&format!("/{}/procs", manager.root_name())),
+        "{process_line}"
     );
 
-    // Burn some CPU inside a cgroup and see it accounted.
+    // Burn some CPU inside a cgroup and see it accounted: the shell waits
+    // for a line on stdin, so it is inside before it burns anything.
     manager.create("burn").unwrap();
-    let burner = Proc(
+    let mut burner = Proc(
         Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .args([
+                "-c",
+                "read go; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done",
+            ])
+            .stdin(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let _ = manager.move_procs("burn", &[burner.pid()]);
-    let mut burner = burner;
-    burner.0.wait().unwrap();
-    let stat = manager.cpu_stat("burn").unwrap();
-    assert!(stat.contains_key("usage_usec"), "{stat:?}");
+    assert_eq!(
+        manager.stat_usage_usec("burn"),
+        0,
+        "a new cgroup has run nothing"
+    );
+    manager.move_procs("burn", &[burner.pid()]).unwrap();
+    assert_eq!(manager.procs("burn").unwrap(), vec![burner.pid()]);
+    std::io::Write::write_all(&mut burner.0.stdin.take().unwrap(), b"go\n").unwrap();
+    let status = burner.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // 200,000 shell iterations take well over 20 ms of CPU on any machine.
+    let usage = manager.stat_usage_usec("burn");
+    assert!(usage >= 20_000, "the burner's CPU time shows as {usage} us");
 
     // Moving a task that does not exist fails and names it.
     let gone = dead_pid();
@@ -414,10 +491,11 @@ fn fake_root(parents: &[PathBuf], pid: i32) -> Vec<PathBuf> {
 fn stale_roots_of_dead_pids_are_removed_and_live_ones_kept() {
     let manager = host_manager();
     let parents = manager.root_parents();
+    let sleeper = Proc::sleep();
+    let live_owner = Proc::sleep();
     let dead = dead_pid();
     let stale = fake_root(&parents, dead);
     // A task left inside a stale cgroup (the cpu hierarchy needs no setup).
-    let sleeper = Proc::sleep();
     let holder = stale
         .iter()
         .find(|root| !root.join("x/cpuset.cpus").exists())
@@ -426,15 +504,28 @@ fn stale_roots_of_dead_pids_are_removed_and_live_ones_kept() {
     if !holder.join("cpuset.cpus").exists() {
         fs::write(holder.join("cgroup.procs"), sleeper.pid().to_string()).unwrap();
     }
-    let live_owner = Proc::sleep();
     let live = fake_root(&parents, live_owner.pid());
 
     let removed = manager.cleanup_stale();
     for root in &stale {
         assert!(!root.exists(), "stale {} still there", root.display());
     }
-    // Another test's manager may have removed some of them first.
-    assert!(removed.iter().all(|r| r.contains("runq-")), "{removed:?}");
+    // Exactly the dead pid's roots went (other dead runs' roots may go too,
+    // but never a live one's).
+    let mut ours: Vec<String> = removed
+        .iter()
+        .filter(|r| r.ends_with(&format!("/runq-{dead}")))
+        .cloned()
+        .collect();
+    ours.sort();
+    let mut expected: Vec<String> = stale.iter().map(|r| r.display().to_string()).collect();
+    expected.sort();
+    assert_eq!(ours, expected, "removed: {removed:?}");
+    for root in &removed {
+        let name = root.rsplit('/').next().unwrap();
+        let owner = runq::cgroup::root_owner_pid(name).expect("a run root");
+        assert!(!pid_alive(owner), "{root} of a live pid removed");
+    }
     for root in &live {
         assert!(
             root.is_dir(),
@@ -684,6 +775,8 @@ fn v2_stale_roots_and_missing_controllers() {
         manager.set_cpuset("c", &[0], None).unwrap();
         assert_eq!(manager.effective_cpus("c").unwrap(), vec![0]);
         manager.set_weight("c", 300).unwrap();
+        let weight = fs::read_to_string(manager.paths("c")[0].join("cpu.weight")).unwrap();
+        assert_eq!(weight.trim(), "300");
     }
 }
 
@@ -693,11 +786,15 @@ fn with_backend_rejects_paths_that_are_not_cgroup_mounts() {
     let err =
         CgroupManager::with_backend(CgroupVersion::V2, &[dir.path().to_path_buf()]).unwrap_err();
     assert_eq!(exit_code_for(&err), EXIT_BAD_INPUT, "{err:#}");
+    let text = format!("{err:#}");
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    // A v1 hierarchy (on a hybrid host) or no directory at all (on a pure
+    // v2 one) is no cgroup2 mount either.
     let err =
-        CgroupManager::with_backend(CgroupVersion::V2, &[PathBuf::from("/sys/fs/cgroup/cpu")]);
-    if let Err(err) = err {
-        assert_eq!(exit_code_for(&err), EXIT_BAD_INPUT, "{err:#}");
-    }
+        CgroupManager::with_backend(CgroupVersion::V2, &[PathBuf::from("/sys/fs/cgroup/cpu")])
+            .unwrap_err();
+    assert_eq!(exit_code_for(&err), EXIT_BAD_INPUT, "{err:#}");
+    assert!(format!("{err:#}").contains("/sys/fs/cgroup/cpu"), "{err:#}");
 }
 
 #[test]
@@ -705,15 +802,7 @@ fn killed_run_leaves_a_root_the_next_run_removes() {
     let scratch = tempfile::tempdir().unwrap();
     let out = scratch.path().join("paths");
     let mut run = Proc(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "helper_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("RUNQ_CGROUP_HELPER_RUN", &out)
-            .stdin(Stdio::null())
+        helper_command(("RUNQ_CGROUP_HELPER_RUN", out.to_str().unwrap()))
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -748,7 +837,10 @@ fn killed_run_leaves_a_root_the_next_run_removes() {
 #[test]
 fn v1_with_backend_uses_only_the_given_hierarchies() {
     if expected_host_version() != CgroupVersion::V1 {
-        eprintln!("NOTE: host has no cgroup v1 cpuset hierarchy; nothing to check here");
+        common::skip(
+            "v1_with_backend_uses_only_the_given_hierarchies",
+            "this host has no cgroup v1 cpuset hierarchy",
+        );
         return;
     }
     let mounts = runq::cgroup::detect::read_mounts().unwrap();
@@ -847,12 +939,22 @@ fn pure_v2_guest_runs_this_suite() {
         .lines()
         .find_map(|l| l.strip_prefix("cgroup2 controllers:"))
         .unwrap_or_else(|| panic!("guest never reported its controllers:\n{text}"));
-    assert!(
-        controllers.contains("cpuset") && controllers.contains("cpu"),
-        "guest cgroup2 lacks cpuset/cpu: {controllers}"
-    );
-    // Both passes (from the root and from a populated non-root cgroup).
+    let controllers: Vec<&str> = controllers.split_whitespace().collect();
+    for wanted in ["cpuset", "cpu"] {
+        assert!(
+            controllers.contains(&wanted),
+            "guest cgroup2 lacks {wanted}: {controllers:?}"
+        );
+    }
+    // Both passes (from the root and from a populated non-root cgroup),
+    // each reporting the one v1-only test as skipped, loudly.
     assert_eq!(text.matches("test result: ok.").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("SKIPPED v1_with_backend_uses_only_the_given_hierarchies")
+            .count(),
+        2,
+        "{text}"
+    );
     assert!(text.contains("== from 0::/session"), "{text}");
     assert!(!text.contains("FAILED"), "{text}");
 }
@@ -860,17 +962,9 @@ fn pure_v2_guest_runs_this_suite() {
 #[test]
 fn detect_without_privileges_is_an_environment_error() {
     use std::os::unix::process::CommandExt;
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RUNQ_CGROUP_HELPER_DETECT", "1")
+    let output = helper_command(("RUNQ_CGROUP_HELPER_DETECT", "1"))
         .uid(65534)
         .gid(65534)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

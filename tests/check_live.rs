@@ -132,12 +132,14 @@ fn a_worker_stopped_during_the_hold_fails_the_gap_check() {
     let started = Instant::now();
     let mut stopped = false;
     let mut resumed = false;
-    let samples = hold(&handle, started, Duration::from_millis(800), |ms| {
+    // A 2 s stop: eight times the 250 ms limit, so no load on the host can
+    // hide it (nor make the running bystander look as stuck).
+    let samples = hold(&handle, started, Duration::from_millis(2400), |ms| {
         if !stopped && ms >= 150.0 {
             kill(Pid::from_raw(victim), Signal::SIGSTOP).unwrap();
             stopped = true;
         }
-        if stopped && !resumed && ms >= 550.0 {
+        if stopped && !resumed && ms >= 2150.0 {
             kill(Pid::from_raw(victim), Signal::SIGCONT).unwrap();
             resumed = true;
         }
@@ -157,7 +159,7 @@ fn a_worker_stopped_during_the_hold_fails_the_gap_check() {
     );
     assert!(!d.contains(&format!("tid {bystander},")), "{d}");
     let worst = result.get("longest_gap").unwrap().value.unwrap();
-    assert!(worst > 300.0, "a 400 ms stop shows as {worst} ms");
+    assert!(worst > 1800.0, "a 2000 ms stop shows as {worst} ms");
     // Everything else about the run was fine.
     assert!(result.get("workers_completed").unwrap().passed);
 }
@@ -238,7 +240,9 @@ fn a_worker_killed_mid_run_fails_completion() {
     handle.start().unwrap();
     let started = Instant::now();
     let mut killed = false;
-    let samples = hold(&handle, started, Duration::from_millis(400), |ms| {
+    // Killed 1.4 s before the end: its counter stands still far longer
+    // than the 250 ms limit.
+    let samples = hold(&handle, started, Duration::from_millis(1500), |ms| {
         if !killed && ms >= 100.0 {
             kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
             killed = true;
@@ -262,6 +266,11 @@ fn a_worker_killed_mid_run_fails_completion() {
         d.contains(&format!("tid {victim}, cpu_spin): counter stuck")),
         "{d}"
     );
+    let worst = result.get("longest_gap").unwrap().value.unwrap();
+    assert!(
+        worst > 1000.0,
+        "a worker dead for 1.4 s shows as {worst} ms"
+    );
 }
 
 #[test]
@@ -284,18 +293,21 @@ fn sched_idle_beside_a_fifo_hog_on_one_cpu_is_caught() {
     let idle = handle.worker_pids()[1];
     handle.start().unwrap();
     let started = Instant::now();
-    let samples = hold(&handle, started, Duration::from_millis(600), |_| {});
+    let samples = hold(&handle, started, Duration::from_millis(1200), |_| {});
     let run_ms = started.elapsed().as_secs_f64() * 1e3;
     let reports = handle.stop_and_collect();
     no_children_left();
     let input = one_cgroup("host", None, &config, reports, samples, run_ms);
     let result = run_checks(&input, &Thresholds::default());
     // Real-time throttling leaves other tasks at most 5% of each second, so
-    // the idle worker stands still for most of the run.
+    // the idle worker stands still for most of every second: close to four
+    // times the 250 ms limit.
     let d = failed_details(&result, "longest_gap");
     assert!(
         d.contains(&format!("host worker 1 (tid {idle}, cpu_spin)")),
         "{d}"
     );
+    let worst = result.get("longest_gap").unwrap().value.unwrap();
+    assert!(worst > 700.0, "the idle worker stood still only {worst} ms");
     assert!(!result.passed);
 }

@@ -133,29 +133,53 @@ fn adaptive_mode_stops_barren_marks() {
 }
 
 fn parallel_window_never_exceeds_p() {
-    let counters = SharedWords::new(2).unwrap();
-    let (running, max_running) = (&counters.words()[0], &counters.words()[1]);
+    const CHILDREN: u64 = 12;
+    // running, max_running, started, timed_out: in shared memory, so every
+    // forked child sees the same words.
+    let counters = SharedWords::new(4).unwrap();
+    let [running, max_running, started, timed_out] = counters.words() else {
+        unreachable!("four words were asked for")
+    };
     for p in [1usize, 2, 3] {
-        running.store(0, SeqCst);
-        max_running.store(0, SeqCst);
+        for word in [running, max_running, started, timed_out] {
+            word.store(0, SeqCst);
+        }
         let mut program = || {
             sometimes("split here", true);
             // Only the forked children overlap here; the root waits for them.
             if is_child() {
                 let now = running.fetch_add(1, SeqCst) + 1;
                 max_running.fetch_max(now, SeqCst);
-                std::thread::sleep(Duration::from_millis(50));
+                started.fetch_add(1, SeqCst);
+                // A barrier: stay until p children run at once (or every
+                // child has started, so no more can come). With a window of
+                // p this always completes; a window that is too small
+                // leaves the children waiting until the deadline.
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while running.load(SeqCst) < p as u64 && started.load(SeqCst) < CHILDREN {
+                    if std::time::Instant::now() > deadline {
+                        timed_out.fetch_add(1, SeqCst);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
                 running.fetch_sub(1, SeqCst);
             }
         };
         let config = ExploreConfig {
             seeds: 1,
-            timelines_per_split: 12,
+            timelines_per_split: CHILDREN as u32,
             parallelism: Parallelism::Cores(p),
             ..Default::default()
         };
         let report = explore::explore(&config, &mut program).unwrap();
-        assert_eq!(report.timelines, 13);
+        assert_eq!(report.timelines, 1 + CHILDREN);
+        assert_eq!(started.load(SeqCst), CHILDREN, "p={p}");
+        assert_eq!(
+            timed_out.load(SeqCst),
+            0,
+            "p={p}: the window never held p children"
+        );
         assert_eq!(report.window, p);
         assert_eq!(report.max_live_children, p as u64, "p={p}");
         assert_eq!(max_running.load(SeqCst), p as u64, "p={p}");
@@ -253,15 +277,68 @@ fn maze_exploration_needs_ten_times_fewer_timelines() {
     assert_no_children();
 }
 
+/// The libtest arguments this harness understands: name filters (a case
+/// runs when its name contains one, or equals one with `--exact`),
+/// `--skip FILTER` (repeatable), `--list`; other flags such as
+/// `--test-threads=1`, `--nocapture` or `--quiet` change nothing here.
+#[derive(Default)]
+struct Selection {
+    filters: Vec<String>,
+    skips: Vec<String>,
+    exact: bool,
+    list: bool,
+}
+
+impl Selection {
+    fn parse(args: &[String]) -> Selection {
+        // Flags whose value is the next argument.
+        const VALUED: &[&str] = &[
+            "--test-threads",
+            "--color",
+            "--format",
+            "--logfile",
+            "-Z",
+            "--report-time",
+            "--shuffle-seed",
+        ];
+        let mut selection = Selection::default();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            match arg.as_str() {
+                "--skip" => selection
+                    .skips
+                    .push(iter.next().expect("--skip needs a filter").clone()),
+                "--exact" => selection.exact = true,
+                "--list" => selection.list = true,
+                "--ignored" | "--include-ignored" => {}
+                flag if VALUED.contains(&flag) => {
+                    iter.next();
+                }
+                flag if flag.starts_with('-') => {}
+                filter => selection.filters.push(filter.to_string()),
+            }
+        }
+        selection
+    }
+
+    fn matches(&self, pattern: &str, name: &str) -> bool {
+        if self.exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        (self.filters.is_empty() || self.filters.iter().any(|f| self.matches(f, name)))
+            && !self.skips.iter().any(|s| self.matches(s, name))
+    }
+}
+
 fn main() {
     TEST_PID.set(std::process::id()).unwrap();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // Flags and their numeric values (`--test-threads 1`) are not filters.
-    let filter: Vec<String> = args
-        .iter()
-        .filter(|a| !a.starts_with('-') && a.parse::<u64>().is_err())
-        .cloned()
-        .collect();
+    let selection = Selection::parse(&args);
     let maps_before = shared_mappings();
     let cases: &[(&str, fn())] = &[
         ("energy_accounting_is_exact", energy_accounting_is_exact),
@@ -286,24 +363,40 @@ fn main() {
             maze_exploration_is_deterministic_and_replays,
         ),
     ];
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in cases {
+    // A filter that names no case is a mistake (a typo, or a flag this
+    // harness does not know taking its value for a filter): say so and
+    // fail instead of reporting "0 passed" as success. (A `--skip` that
+    // names nothing skips nothing and is harmless.)
+    let unmatched: Vec<&String> = (selection.filters.iter())
+        .filter(|f| !cases.iter().any(|(name, _)| selection.matches(f, name)))
+        .collect();
+    if !unmatched.is_empty() {
+        let names: Vec<&str> = cases.iter().map(|(name, _)| *name).collect();
+        eprintln!(
+            "error: no case of explore_fork matches {unmatched:?}; its cases: {}",
+            names.join(", ")
+        );
+        std::process::exit(101);
+    }
+    let selected: Vec<&(&str, fn())> = cases.iter().filter(|(n, _)| selection.selects(n)).collect();
+    if selection.list {
+        for (name, _) in &selected {
             println!("{name}: test");
         }
         return;
     }
-    let mut ran = 0;
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
+    println!("\nrunning {} tests", selected.len());
+    for (name, case) in &selected {
         print!("test {name} ... ");
         let _ = std::io::Write::flush(&mut std::io::stdout());
         case();
         println!("ok");
-        ran += 1;
     }
     assert_no_children();
     assert_eq!(shared_mappings(), maps_before, "a shared mapping is left");
-    println!("test result: ok. {ran} passed");
+    println!(
+        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n",
+        selected.len(),
+        cases.len() - selected.len()
+    );
 }

@@ -9,6 +9,8 @@ use runq::error::{exit_code_for, EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK};
 use runq::scenario::{load, run_scenario, RunOptions};
 use runq::workload::payload::PayloadReport;
 
+mod common;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -123,18 +125,9 @@ fn runq_run_cli_writes_payloads_into_the_json_report() {
     assert!(no_runq_cgroups_left());
 }
 
-/// No run root of this process is left in any hierarchy.
+/// No run root of this process is left in any hierarchy, at any depth.
 fn no_runq_cgroups_left() -> bool {
-    let me = std::process::id();
-    for hierarchy in ["cpu", "cpuset", "cpuacct", "unified"] {
-        if let Ok(entries) = std::fs::read_dir(format!("/sys/fs/cgroup/{hierarchy}")) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if runq::cgroup::root_owner_pid(&name) == Some(me as i32) {
-                    return false;
-                }
-            }
-        }
-    }
+    let left = common::runq_roots_of(std::process::id());
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
     true
 }

@@ -3,10 +3,11 @@
 //! Needs root and a cpuset + cpu cgroup hierarchy (v1 or v2); fails loudly
 //! naming what is missing otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::runq_roots_of;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use runq::report::RunReport;
@@ -16,6 +17,8 @@ use runq::scenario::{
 };
 use runq::topology::Topology;
 use runq::workload::{AffinityIntent, WorkType};
+
+mod common;
 
 const RUNQ: &str = env!("CARGO_BIN_EXE_runq");
 
@@ -52,24 +55,6 @@ fn spin_scenario(
             .cgroup(def),
         |s, ms| s.step(Step::hold(Duration::from_millis(*ms))),
     )
-}
-
-/// Cgroup roots named `runq-<pid>` in any mounted hierarchy.
-fn runq_roots_of(pid: u32) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let name = format!("runq-{pid}");
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for entry in entries.flatten() {
-            let candidate = entry.path().join(&name);
-            if candidate.is_dir() {
-                out.push(candidate);
-            }
-        }
-    }
-    if Path::new("/sys/fs/cgroup").join(&name).is_dir() {
-        out.push(Path::new("/sys/fs/cgroup").join(&name));
-    }
-    out
 }
 
 fn alive(pid: i32) -> bool {
@@ -337,9 +322,16 @@ fn malformed_files_exit_2_naming_the_field() {
     assert!(stderr.contains("runq list"), "{stderr}");
     let (code, _, stderr) = run_cli(&["run", "steady", "--workers", "0"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("workers"), "{stderr}");
-    let (code, _, _) = run_cli(&["run", "steady", "--duration", "soon"]);
-    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("workers") && stderr.contains("use 1 or more"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_cli(&["run", "steady", "--duration", "soon"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--duration") && stderr.contains("soon"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -357,15 +349,24 @@ fn cli_run_prints_checks_and_writes_json() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(code == 0 || code == 1, "{stderr}");
-    assert!(stdout.contains("cpuset_isolation"), "{stdout}");
+    assert!(
+        stdout.contains("PASS cpuset_isolation"),
+        "{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("iterations"), "{stdout}");
     let report = RunReport::read_json(&json).unwrap();
     assert_eq!(report.scenario, "cpuset_disjoint");
     assert_eq!(report.seed, 42);
     assert_eq!(report.cgroups.len(), 2);
     assert!(check(&report, "cpuset_isolation").passed, "{stdout}");
-    assert_eq!(code, report.exit_code());
+    // The exit code is the report's verdict, and the text says it.
+    assert_eq!(code, report.exit_code(), "{stdout}");
+    let verdict = if report.checks.passed {
+        "result: PASS"
+    } else {
+        "result: FAIL"
+    };
+    assert!(stdout.contains(verdict), "{stdout}");
 }
 
 /// Waits until the `two_cgroups` run `pid` has its 4 workers in its
@@ -419,8 +420,18 @@ fn a_killed_run_leaves_nothing_after_the_next_run() {
         "the killed run's root should still be there"
     );
 
-    let (code, _, stderr) = run_cli(&["run", "steady", "--duration", "200ms", "--quiet"]);
-    assert!(code == 0 || code == 1, "{stderr}");
+    // The next run removes the stale root whatever its own checks say;
+    // bad input (2) or an environment failure (3) would mean it never ran.
+    let (code, stdout, stderr) = run_cli(&["run", "steady", "--duration", "200ms", "--quiet"]);
+    let verdict = if code == 0 {
+        "result: PASS"
+    } else {
+        "result: FAIL"
+    };
+    assert!(
+        (code == 0 || code == 1) && stdout.contains(verdict),
+        "exit {code}\n{stdout}\n{stderr}"
+    );
     assert!(
         runq_roots_of(pid).is_empty(),
         "the stale root of {pid} was not removed: {:?}",
@@ -432,14 +443,35 @@ fn a_killed_run_leaves_nothing_after_the_next_run() {
 fn every_catalog_scenario_validates_on_this_host() {
     let topo = Topology::host().unwrap();
     let all = catalog::all();
-    assert!(all.len() >= 25);
+    // The README states the catalog's size; they must agree exactly.
+    assert_eq!(all.len(), readme_catalog_size(), "catalog vs README");
+    let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all.len(), "duplicate scenario names");
+    for family in catalog::FAMILIES {
+        assert!(
+            all.iter().any(|s| s.family == *family),
+            "family {family} is empty"
+        );
+    }
     for s in &all {
+        assert!(catalog::FAMILIES.contains(&s.family.as_str()), "{}", s.name);
         runq::scenario::validate(s, &topo).unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
     }
+    // `runq list`: one line per scenario, in catalog order, naming its
+    // family and description.
     let (code, stdout, _) = run_cli(&["list"]);
     assert_eq!(code, 0);
-    for s in &all {
-        assert!(stdout.contains(&s.name) && stdout.contains(&s.description));
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), all.len(), "{stdout}");
+    for (s, line) in all.iter().zip(&lines) {
+        assert_eq!(line[0], s.name, "{stdout}");
+        assert_eq!(line[1], s.family, "{stdout}");
+        assert_eq!(line[2..].join(" "), s.description, "{stdout}");
     }
     // Dumped as TOML, each reads back and validates.
     let dir = tempfile::tempdir().unwrap();
@@ -450,7 +482,31 @@ fn every_catalog_scenario_validates_on_this_host() {
         std::fs::write(&path, text).unwrap();
         let back = runq::scenario::toml::from_toml_file(&path).unwrap();
         runq::scenario::validate(&back, &topo).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(s).unwrap(),
+            "{} changed through `runq list --toml`",
+            s.name
+        );
     }
+}
+
+/// The scenario count the README states: "... (N scenarios; `runq list`)".
+fn readme_catalog_size() -> usize {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme
+        .find(" scenarios; `runq list`)")
+        .expect("the README states the catalog size");
+    let digits: String = readme[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().expect("a number before \" scenarios\"")
 }
 
 #[test]
@@ -508,5 +564,88 @@ fn ctrl_c_stops_workers_and_removes_cgroups() {
     assert!(
         survivors.is_empty(),
         "workers left after Ctrl-C: {survivors:?}"
+    );
+}
+
+#[test]
+fn sigterm_stops_workers_and_removes_cgroups() {
+    let child = Command::new(RUNQ)
+        .args(["run", "two_cgroups", "--duration", "30s", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let workers = wait_for_two_cgroup_workers(pid);
+    // What a service manager does: SIGTERM to runq alone.
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert!(runq_roots_of(pid).is_empty(), "cgroups left after SIGTERM");
+    let survivors: Vec<i32> = workers.iter().copied().filter(|w| alive(*w)).collect();
+    assert!(
+        survivors.is_empty(),
+        "workers left after SIGTERM: {survivors:?}"
+    );
+}
+
+/// `spawn_stop` holds 0.3, 0.4 and 0.3 of its duration (2 s by default):
+/// cg0 runs 2 spinners for the first two holds, the spawn adds 2 spinners
+/// and 1 sleeper for the last two. `--workers 3` makes every work 3 workers
+/// and `--duration 600ms` scales the holds to 180, 240 and 180 ms.
+#[test]
+fn workers_and_duration_flags_scale_the_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let (code, stdout, stderr) = run_cli(&[
+        "run",
+        "spawn_stop",
+        "--duration",
+        "600ms",
+        "--workers",
+        "3",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let report = RunReport::read_json(&json)
+        .unwrap_or_else(|e| panic!("no report ({e:#}): exit {code}\n{stdout}\n{stderr}"));
+    assert_eq!(code, report.exit_code(), "{stdout}");
+    let counts: Vec<(&str, usize)> = report
+        .cgroups
+        .iter()
+        .map(|c| (c.name.as_str(), c.workers.len()))
+        .collect();
+    assert_eq!(counts, [("cg0", 3), ("cg1@step1", 6)], "{stdout}");
+    assert_eq!(report.stats.workers, 9);
+    // Times in ms since the run's start. Each bound sits between the
+    // scaled time (a hold never ends early) and the unscaled one.
+    let window = |c: usize| {
+        let setup = &report.cgroups[c].setups[0];
+        (setup.started_ms.unwrap(), setup.stopped_ms.unwrap())
+    };
+    let (cg0_start, cg0_stop) = window(0);
+    let (spawn_start, spawn_stop) = window(1);
+    assert!(
+        (180.0..600.0).contains(&(spawn_start - cg0_start)),
+        "the spawn came {} ms after the start (180 scaled, 600 unscaled)",
+        spawn_start - cg0_start
+    );
+    assert!(
+        (420.0..1400.0).contains(&(cg0_stop - cg0_start)),
+        "cg0 ran {} ms (420 scaled, 1400 unscaled)",
+        cg0_stop - cg0_start
+    );
+    assert!(
+        (420.0..1400.0).contains(&(spawn_stop - spawn_start)),
+        "the spawn ran {} ms (420 scaled, 1400 unscaled)",
+        spawn_stop - spawn_start
+    );
+    assert!(
+        (600.0..2000.0).contains(&report.duration_ms),
+        "the run took {} ms (600 scaled, 2000 unscaled)",
+        report.duration_ms
     );
 }

@@ -749,7 +749,44 @@ fn lcov_output_is_accepted_by_genhtml() {
     assert!(summary["lines_hit"].as_u64() < summary["lines_total"].as_u64());
 }
 
-/// Starts runq on the sleeper fixture, lets it run, then sends `signal`.
+/// Waits until `tracer` traces `count` processes (the sleeper and the child
+/// it forks), so a signal sent next finds the whole tree under ptrace.
+fn wait_for_traced_tree(tracer: i32, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tracer_line = |tid: &str| format!("TracerPid:\t{tid}");
+    loop {
+        // The tracer may be any thread of runq.
+        let tracers: Vec<String> = std::fs::read_dir(format!("/proc/{tracer}/task"))
+            .unwrap()
+            .flatten()
+            .map(|e| tracer_line(&e.file_name().to_string_lossy()))
+            .collect();
+        let traced = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("status"))
+                    .is_ok_and(|status| status.lines().any(|l| tracers.iter().any(|t| t == l)))
+            })
+            .count();
+        if traced >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runq {tracer} traces {traced} processes, never {count}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts runq on the sleeper fixture, waits until it traces the whole
+/// tree, then sends `signal`.
 fn interrupt_sleeper(dir: &Path, flags: &[&str], run_ms: u64, signal: i32) -> (Traced, PathBuf) {
     let prog = compile_c(dir, "sleeper", &["-g", "-O0"]);
     let marker = dir.join("sleeper-done");
@@ -773,7 +810,7 @@ fn interrupt_sleeper(dir: &Path, flags: &[&str], run_ms: u64, signal: i32) -> (T
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for_traced_tree(child.id() as i32, 2);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::try_from(signal).unwrap(),

@@ -1,0 +1,82 @@
+//! Helpers shared by the integration tests (each test file that needs them
+//! declares `mod common;`).
+//!
+//! | helper | what it owns |
+//! | --- | --- |
+//! | [`runq_roots`], [`runq_roots_of`] | finding `runq-<pid>` cgroup roots left behind, at every level of every mounted hierarchy |
+//! | [`skip`] | reporting a test that cannot run here loudly (and failing it under `CI=true`) |
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// Every `runq-<pid>` (or `runq-<pid>-<n>`) cgroup directory, at any depth
+/// of every mounted cgroup or cgroup2 hierarchy, whose owner `keep` accepts.
+///
+/// Runs put their root under the cgroup they run in on v1 (so a root can
+/// sit several levels down, e.g. below a test's own cgroup) and at the
+/// hierarchy root on v2: only a walk of whole trees sees both.
+pub fn runq_roots(keep: impl Fn(i32) -> bool) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for mount in cgroup_mounts() {
+        walk(&mount, &keep, &mut found);
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The roots owned by the run with this pid.
+pub fn runq_roots_of(pid: u32) -> Vec<PathBuf> {
+    runq_roots(|owner| owner as u32 == pid)
+}
+
+/// Mount points of cgroup (v1) and cgroup2 file systems, from
+/// `/proc/self/mountinfo` (field 5 is the mount point; the file system type
+/// follows the ` - ` separator).
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
+    let mut mounts: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let fs_type = tail.split(' ').next()?;
+            if fs_type != "cgroup" && fs_type != "cgroup2" {
+                return None;
+            }
+            head.split(' ').nth(4).map(PathBuf::from)
+        })
+        .collect();
+    mounts.sort();
+    mounts.dedup();
+    mounts
+}
+
+fn walk(dir: &Path, keep: &impl Fn(i32) -> bool, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if runq::cgroup::root_owner_pid(&name).is_some_and(keep) {
+            found.push(path.clone());
+        }
+        walk(&path, keep, found);
+    }
+}
+
+/// Reports that `test` cannot run here: `SKIPPED <test>: <why>` straight
+/// to the process's stderr, past the test harness's capture (which hides
+/// what a passing test prints), so every run shows it. Under `CI=true` a
+/// skip is a failure: CI provides everything the suite needs.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} cannot run: {why} (CI=true, where every test must run)");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
