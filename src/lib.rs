@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod check;
 pub mod error;
 pub mod explore;
+pub mod kernel;
 pub mod output;
 pub mod report;
 pub mod scenario;

@@ -41,6 +41,8 @@ enum Command {
     Vm(cli::vm::VmArgs),
     /// Boot a kernel under KVM and open a busybox shell in the guest.
     Shell(cli::vm::ShellArgs),
+    /// Fetch and list kernels to boot (sched_ext kernels from Debian).
+    Kernel(cli::kernel::Args),
 }
 
 fn main() {
@@ -67,6 +69,7 @@ fn main() {
         Command::Trace(a) => cli::trace::run(a),
         Command::Vm(a) => cli::vm::run_vm(a),
         Command::Shell(a) => cli::vm::run_shell(a),
+        Command::Kernel(a) => cli::kernel::run(a),
     };
     let code = match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One file per subcommand: its arguments and how its results are printed.
 
 pub mod explore;
+pub mod kernel;
 pub mod list;
 pub mod report;
 pub mod run;

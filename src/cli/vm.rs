@@ -23,9 +23,11 @@ pub struct MachineArgs {
     /// Guest memory, split evenly over the NUMA nodes (e.g. 512M, 1G).
     #[arg(long, value_name = "SIZE", default_value = "512M")]
     memory: String,
-    /// Kernel image to boot (default: $RUNQ_KERNEL, then the newest /boot/vmlinuz-*).
-    #[arg(long, value_name = "PATH")]
-    kernel: Option<PathBuf>,
+    /// Kernel to boot: a path, a cached release (`runq kernel list`) or `sched_ext`
+    /// (the newest cached kernel with sched_ext). Default: $RUNQ_KERNEL, then the
+    /// newest /boot/vmlinuz-*.
+    #[arg(long, value_name = "PATH|RELEASE|sched_ext")]
+    kernel: Option<String>,
     /// Copy FILE into the guest at the same absolute path (repeatable).
     #[arg(long, value_name = "FILE")]
     include: Vec<PathBuf>,

@@ -1,52 +1,188 @@
-//! Kernel discovery: `--kernel PATH`, then `$RUNQ_KERNEL`, then
-//! `/boot/vmlinuz-*` newest version first.
+//! Which kernel a VM boots, and what of it goes into the guest.
+//!
+//! `--kernel` (else `$RUNQ_KERNEL`) names a path, a cached release (see
+//! `runq kernel list`), or the word `sched_ext` (the newest cached kernel
+//! with sched_ext); without either, the newest `/boot/vmlinuz-*` boots.
+//! A cached kernel's files are checked against their recorded SHA-256 on
+//! every use. When the kernel has PVH, qemu loads the uncompressed ELF
+//! kernel (`vmlinux`) directly, skipping the guest's self-decompression,
+//! which under TCG costs seconds per boot. The kernel's config goes into
+//! the guest as `/boot/config-<release>` (libbpf reads it there).
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use crate::error::RunqError;
+use crate::kernel::image;
+use crate::kernel::store::{self, CachedKernel, CONFIG};
 
-/// Environment variable naming the kernel image to boot.
+/// Environment variable naming the kernel to boot.
 pub const KERNEL_ENV: &str = "RUNQ_KERNEL";
+/// The `--kernel` word for the newest cached kernel with sched_ext.
+pub const SCHED_EXT_WORD: &str = "sched_ext";
 
 /// Where distribution kernels live.
 const BOOT_DIR: &str = "/boot";
 
-/// Finds the kernel image to boot. An explicit path (from `--kernel`) or
-/// `$RUNQ_KERNEL` must name a readable file; otherwise the newest
-/// `/boot/vmlinuz-*` is used. The error lists everything that was tried.
-pub fn discover(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    discover_in(
-        explicit,
-        std::env::var_os(KERNEL_ENV).map(PathBuf::from),
-        Path::new(BOOT_DIR),
-    )
+/// The kernel a VM boots.
+#[derive(Debug, Clone)]
+pub struct BootKernel {
+    /// What qemu loads with `-kernel`.
+    pub image: PathBuf,
+    /// `uname -r` of the kernel, when known.
+    pub release: Option<String>,
+    /// The kernel's config, installed in the guest as `/boot/config-<release>`.
+    pub config: Option<PathBuf>,
+    /// One line for humans: release, where it came from, how it boots.
+    pub description: String,
 }
 
-/// [`discover`] with the environment value and boot directory injected.
-pub fn discover_in(
-    explicit: Option<&Path>,
-    from_env: Option<PathBuf>,
-    boot_dir: &Path,
-) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit {
-        return check_image(path).map_err(|why| {
-            RunqError::bad_input(format!(
-                "--kernel {}: {why}; pass a bzImage such as /boot/vmlinuz-<version>",
-                path.display()
-            ))
-        });
+/// Where kernels are looked for (injected by tests).
+#[derive(Debug, Clone)]
+pub struct Places {
+    pub boot_dir: PathBuf,
+    pub kernels_dir: PathBuf,
+    /// Where ELF kernels extracted from path kernels are cached.
+    pub extract_dir: PathBuf,
+}
+
+impl Places {
+    /// The host's /boot and runq's cache.
+    pub fn standard() -> anyhow::Result<Places> {
+        Ok(Places {
+            boot_dir: PathBuf::from(BOOT_DIR),
+            kernels_dir: crate::cache::kernels_dir()?,
+            extract_dir: crate::cache::root()?,
+        })
     }
-    if let Some(path) = from_env.filter(|p| !p.as_os_str().is_empty()) {
-        return check_image(&path).map_err(|why| {
-            RunqError::bad_input(format!(
-                "{KERNEL_ENV}={}: {why}; point it at a bzImage or unset it",
-                path.display()
-            ))
-        });
+}
+
+/// A kernel chosen, before its boot files are worked out.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    Cached(Box<CachedKernel>),
+    Path(PathBuf),
+}
+
+/// Resolves `--kernel` (`explicit`), else `$RUNQ_KERNEL`, else /boot.
+pub fn resolve(explicit: Option<&str>) -> anyhow::Result<BootKernel> {
+    let places = Places::standard()?;
+    let from_env = std::env::var(KERNEL_ENV).ok();
+    let choice = choose(explicit, from_env.as_deref(), &places)?;
+    boot_kernel(choice, &places)
+}
+
+/// Picks the kernel (see the module docs); errors name the flag or
+/// variable and the fix.
+pub fn choose(
+    explicit: Option<&str>,
+    from_env: Option<&str>,
+    places: &Places,
+) -> anyhow::Result<Choice> {
+    if let Some(spec) = explicit {
+        return choose_spec(spec, &format!("--kernel {spec}"), places);
     }
+    if let Some(spec) = from_env.filter(|s| !s.is_empty()) {
+        return choose_spec(spec, &format!("{KERNEL_ENV}={spec}"), places);
+    }
+    newest_boot_kernel(&places.boot_dir).map(Choice::Path)
+}
+
+fn choose_spec(spec: &str, what: &str, places: &Places) -> anyhow::Result<Choice> {
+    if spec == SCHED_EXT_WORD {
+        return store::entries(&places.kernels_dir)
+            .into_iter()
+            .find(|k| k.metadata.capabilities.sched_ext)
+            .map(|k| Choice::Cached(Box::new(k)))
+            .ok_or_else(|| {
+                RunqError::environment(format!(
+                    "{what}: no cached kernel has sched_ext (cache: {}); fetch one with \
+                     `runq kernel fetch` (Debian sid's kernel has it)",
+                    places.kernels_dir.display()
+                ))
+            });
+    }
+    let path = Path::new(spec);
+    if spec.contains('/') || path.exists() {
+        return match image::kind_of(path) {
+            Ok(_) => Ok(Choice::Path(path.to_path_buf())),
+            Err(why) => Err(RunqError::bad_input(format!(
+                "{what}: {why}; pass a kernel image (a bzImage such as \
+                 /boot/vmlinuz-<version>, or a vmlinux), a cached release or `{SCHED_EXT_WORD}`"
+            ))),
+        };
+    }
+    if let Some(cached) = store::load(&places.kernels_dir.join(spec)) {
+        return Ok(Choice::Cached(Box::new(cached)));
+    }
+    let cached: Vec<String> = store::entries(&places.kernels_dir)
+        .into_iter()
+        .map(|k| k.metadata.release)
+        .collect();
+    Err(RunqError::bad_input(format!(
+        "{what}: no such file and no cached kernel of that release (cached: {}); fetch one \
+         with `runq kernel fetch` and see `runq kernel list`, or pass a path",
+        if cached.is_empty() {
+            "none".to_string()
+        } else {
+            cached.join(", ")
+        }
+    )))
+}
+
+/// Works out what qemu loads and which config goes into the guest.
+pub fn boot_kernel(choice: Choice, places: &Places) -> anyhow::Result<BootKernel> {
+    match choice {
+        Choice::Cached(cached) => {
+            let boot_file = cached.boot_file();
+            cached.verify(&[boot_file, CONFIG])?;
+            let release = cached.metadata.release.clone();
+            Ok(BootKernel {
+                image: cached.file(boot_file),
+                config: cached.has(CONFIG).then(|| cached.file(CONFIG)),
+                description: format!("{release} (cache, {boot_file})"),
+                release: Some(release),
+            })
+        }
+        Choice::Path(path) => {
+            use anyhow::Context;
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let release = image::release_of(&data);
+            let config = release.as_deref().and_then(|r| config_beside(&path, r));
+            let image = boot_image(&path, &data, &places.extract_dir);
+            let how = if image == path {
+                "as given"
+            } else {
+                "its ELF kernel, PVH"
+            };
+            Ok(BootKernel {
+                description: format!(
+                    "{} ({}, {how})",
+                    release.as_deref().unwrap_or("unknown release"),
+                    path.display()
+                ),
+                image,
+                release,
+                config,
+            })
+        }
+    }
+}
+
+/// The config of a kernel image at `path`: `config-<release>` beside it
+/// (the /boot layout) or `config` (a modules directory or cache entry).
+fn config_beside(path: &Path, release: &str) -> Option<PathBuf> {
+    let dir = path.parent()?;
+    [dir.join(format!("config-{release}")), dir.join(CONFIG)]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// The newest valid `/boot/vmlinuz-*`; the error lists what was tried.
+fn newest_boot_kernel(boot_dir: &Path) -> anyhow::Result<PathBuf> {
     let mut tried = vec![
-        format!("--kernel (not given)"),
+        "--kernel (not given)".to_string(),
         format!("{KERNEL_ENV} (unset)"),
     ];
     let mut candidates = boot_candidates(boot_dir);
@@ -55,14 +191,14 @@ pub fn discover_in(
     }
     candidates.sort_by(|a, b| compare_versions(file_version(b), file_version(a)));
     for candidate in &candidates {
-        match check_image(candidate) {
-            Ok(path) => return Ok(path),
+        match image::kind_of(candidate) {
+            Ok(_) => return Ok(candidate.clone()),
             Err(why) => tried.push(format!("{} ({why})", candidate.display())),
         }
     }
     Err(RunqError::environment(format!(
-        "no kernel to boot; tried: {}. Install one with `apt-get install linux-image-amd64`, \
-         or pass --kernel PATH / set {KERNEL_ENV}",
+        "no kernel to boot; tried: {}. Fetch one with `runq kernel fetch`, install one with \
+         `apt-get install linux-image-amd64`, or pass --kernel PATH / set {KERNEL_ENV}",
         tried.join(", ")
     )))
 }
@@ -125,42 +261,12 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
     &digits[zeros..]
 }
 
-/// Checks that `path` is a readable x86 boot image (bzImage "HdrS" magic)
-/// or an ELF kernel; returns it unchanged.
-fn check_image(path: &Path) -> Result<PathBuf, String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut head = vec![0u8; 0x210];
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) => return Err(format!("cannot read: {e}")),
-        }
-    }
-    let is_bzimage = filled >= 0x206 && &head[0x202..0x206] == b"HdrS";
-    let is_elf = filled >= 4 && &head[..4] == b"\x7fELF";
-    if is_bzimage || is_elf {
-        Ok(path.to_path_buf())
-    } else {
-        Err("not a Linux kernel image (no bzImage header, not ELF)".into())
-    }
-}
-
-/// The image qemu should load for `kernel`: for a bzImage whose payload
-/// is a PVH-capable ELF kernel, that ELF file (extracted once and cached by
-/// the bzImage's SHA-256); otherwise `kernel` itself.
-///
-/// Loading the ELF kernel directly (qemu's PVH entry) skips the kernel's
-/// self-decompression, which under TCG costs seconds per boot (4 s of the
-/// 8 s a Debian 6.1 bzImage took to reach init here).
-pub fn boot_image(kernel: &Path, cache_dir: &Path) -> PathBuf {
-    match extract_pvh_kernel(kernel, cache_dir) {
+/// The image qemu should load for the kernel image `data` read from
+/// `kernel`: for a bzImage whose payload is a PVH-capable ELF kernel, that
+/// ELF file (extracted once and cached by the bzImage's SHA-256);
+/// otherwise `kernel` itself.
+fn boot_image(kernel: &Path, data: &[u8], cache_dir: &Path) -> PathBuf {
+    match extract_pvh_kernel(data, cache_dir) {
         Ok(Some(path)) => path,
         Ok(None) => kernel.to_path_buf(),
         Err(err) => {
@@ -170,133 +276,33 @@ pub fn boot_image(kernel: &Path, cache_dir: &Path) -> PathBuf {
     }
 }
 
-fn extract_pvh_kernel(kernel: &Path, cache_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    use anyhow::Context;
-    use sha2::Digest;
-    use std::io::Write;
+/// Name prefix of ELF kernels being written into the cache.
+const EXTRACT_TEMP_PREFIX: &str = ".tmp-vmlinux";
 
-    let data = std::fs::read(kernel).with_context(|| format!("reading {}", kernel.display()))?;
-    if data.starts_with(b"\x7fELF") {
+fn extract_pvh_kernel(data: &[u8], cache_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    use anyhow::Context;
+    use std::io::Write;
+    if image::kind_of_bytes(data) != Some(image::ImageKind::BzImage) {
         return Ok(None);
     }
-    let digest = sha2::Sha256::digest(&data);
-    let hash: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    let cached = cache_dir.join(format!("vmlinux-{hash}.elf"));
+    let hash = store::sha256_hex(data);
+    let cached = cache_dir.join(format!("vmlinux-{}.elf", &hash[..24]));
     if cached.is_file() {
         return Ok(Some(cached));
     }
-    let payload = bzimage_payload(&data)?;
-    let elf = decompress(payload)?;
-    if !has_pvh_note(&elf) {
+    let elf = image::vmlinux_of(data)?;
+    if !image::has_pvh_note(&elf) {
         return Ok(None);
     }
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
-    crate::scratch::reap(cache_dir, ".tmp-vmlinux");
-    let mut temp = crate::scratch::file_in(cache_dir, ".tmp-vmlinux")?;
+    crate::scratch::reap(cache_dir, EXTRACT_TEMP_PREFIX);
+    let mut temp = crate::scratch::file_in(cache_dir, EXTRACT_TEMP_PREFIX)?;
     temp.write_all(&elf)?;
     temp.persist(&cached)
         .map_err(|e| anyhow::anyhow!("saving {}: {}", cached.display(), e.error))?;
     trim_cached_kernels(cache_dir, &cached);
     Ok(Some(cached))
-}
-
-/// The compressed kernel inside a bzImage (boot protocol 2.08+ fields
-/// `payload_offset` and `payload_length`).
-fn bzimage_payload(data: &[u8]) -> anyhow::Result<&[u8]> {
-    let read_u32 = |at: usize| -> Option<u32> {
-        data.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if data.get(0x202..0x206) != Some(b"HdrS") {
-        anyhow::bail!("no bzImage header");
-    }
-    let version = data
-        .get(0x206..0x208)
-        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
-    if version < 0x208 {
-        anyhow::bail!("boot protocol {version:#x} has no payload fields");
-    }
-    let setup_sectors = match data[0x1f1] {
-        0 => 4,
-        n => n as usize,
-    };
-    let start = (setup_sectors + 1) * 512;
-    let offset = read_u32(0x248).unwrap_or(0) as usize;
-    let length = read_u32(0x24c).unwrap_or(0) as usize;
-    data.get(start + offset..start + offset + length)
-        .ok_or_else(|| anyhow::anyhow!("payload lies outside the file"))
-}
-
-/// Decompresses a kernel payload: gzip in-process, xz and zstd with the
-/// system tools (xz-utils is part of every Debian system).
-fn decompress(payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
-    if payload.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(payload).read_to_end(&mut out)?;
-        return Ok(out);
-    }
-    let tool: &[&str] = if payload.starts_with(b"\xfd7zXZ\x00") {
-        &["xz", "-dc", "--single-stream"]
-    } else if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        &["zstd", "-dc"]
-    } else {
-        anyhow::bail!("payload compression not handled");
-    };
-    run_filter(tool, payload)
-}
-
-fn run_filter(tool: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(tool[0])
-        .args(&tool[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("running {}", tool[0]))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    // Feed stdin from a scoped thread so a full stdout pipe cannot deadlock.
-    let output = std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let _ = stdin.write_all(input);
-        });
-        child.wait_with_output()
-    })?;
-    if !output.status.success() {
-        anyhow::bail!("{} failed ({})", tool[0], output.status);
-    }
-    Ok(output.stdout)
-}
-
-/// Whether an ELF kernel has the Xen PVH entry note
-/// (XEN_ELFNOTE_PHYS32_ENTRY), which qemu needs to boot it directly.
-pub fn has_pvh_note(elf: &[u8]) -> bool {
-    use object::read::elf::{FileHeader, ProgramHeader};
-    const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
-    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(elf) else {
-        return false;
-    };
-    let Ok(endian) = header.endian() else {
-        return false;
-    };
-    let Ok(segments) = header.program_headers(endian, elf) else {
-        return false;
-    };
-    for segment in segments {
-        let Ok(Some(mut notes)) = segment.notes(endian, elf) else {
-            continue;
-        };
-        while let Ok(Some(note)) = notes.next() {
-            if note.name() == b"Xen" && note.n_type(endian) == XEN_ELFNOTE_PHYS32_ENTRY {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 /// Keeps the two newest extracted kernels besides `keep`.
@@ -332,37 +338,66 @@ mod tests {
         assert_eq!(compare_versions("5.10", "5.10.1"), Ordering::Less);
     }
 
+    fn places(boot: &Path, kernels: &Path) -> Places {
+        Places {
+            boot_dir: boot.to_path_buf(),
+            kernels_dir: kernels.to_path_buf(),
+            extract_dir: kernels.to_path_buf(),
+        }
+    }
+
     #[test]
     fn discovery_prefers_newest_and_lists_what_was_tried() {
         let dir = tempfile::tempdir().unwrap();
+        let kernels = tempfile::tempdir().unwrap();
+        let places = places(dir.path(), kernels.path());
         let mut image = vec![0u8; 0x300];
         image[0x202..0x206].copy_from_slice(b"HdrS");
         for name in ["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-10-amd64"] {
             std::fs::write(dir.path().join(name), &image).unwrap();
         }
         std::fs::write(dir.path().join("vmlinuz-7.0-broken"), b"junk").unwrap();
-        let found = discover_in(None, None, dir.path()).unwrap();
+        let Choice::Path(found) = choose(None, None, &places).unwrap() else {
+            panic!("expected a /boot kernel");
+        };
         assert!(found.ends_with("vmlinuz-6.1.0-10-amd64"), "{found:?}");
 
         let empty = tempfile::tempdir().unwrap();
-        let err = discover_in(None, None, empty.path()).unwrap_err();
+        let err = choose(
+            None,
+            None,
+            &super::tests::places(empty.path(), kernels.path()),
+        )
+        .unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("apt-get install linux-image-amd64"), "{text}");
+        assert!(text.contains("runq kernel fetch"), "{text}");
         assert!(text.contains("RUNQ_KERNEL"), "{text}");
         assert_eq!(
             crate::error::exit_code_for(&err),
             crate::error::EXIT_ENVIRONMENT
         );
 
-        let err = discover_in(
-            Some(&dir.path().join("vmlinuz-7.0-broken")),
-            None,
-            dir.path(),
-        )
-        .unwrap_err();
+        let broken = dir.path().join("vmlinuz-7.0-broken");
+        let err = choose(broken.to_str(), None, &places).unwrap_err();
         assert_eq!(
             crate::error::exit_code_for(&err),
             crate::error::EXIT_BAD_INPUT
         );
+    }
+
+    #[test]
+    fn an_unknown_release_is_bad_input_naming_fetch() {
+        let boot = tempfile::tempdir().unwrap();
+        let kernels = tempfile::tempdir().unwrap();
+        let places = places(boot.path(), kernels.path());
+        let err = choose(Some("no-such-release"), None, &places).unwrap_err();
+        assert_eq!(
+            crate::error::exit_code_for(&err),
+            crate::error::EXIT_BAD_INPUT
+        );
+        assert!(format!("{err}").contains("runq kernel fetch"), "{err}");
+        let err = choose(None, Some("sched_ext"), &places).unwrap_err();
+        assert!(format!("{err}").contains("RUNQ_KERNEL=sched_ext"), "{err}");
+        assert!(format!("{err}").contains("runq kernel fetch"), "{err}");
     }
 }

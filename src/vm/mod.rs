@@ -1,7 +1,8 @@
 //! VM mode: boot a real kernel under qemu (KVM, or TCG when KVM is not
 //! usable) with a requested topology and run a runq command line inside.
 //!
-//! * [`kernel`]: which kernel to boot (`--kernel`, `$RUNQ_KERNEL`, /boot).
+//! * [`kernel`]: which kernel to boot (`--kernel` / `$RUNQ_KERNEL`: a path, a
+//!   cached release or `sched_ext`; else /boot) and its config.
 //! * [`initramfs`]: the cpio image with runq as `/init`, its libraries and
 //!   busybox, cached by content hash.
 //! * [`qemu`]: accelerator, qemu arguments (topology, NUMA memory), the run

@@ -26,6 +26,20 @@
 //!   (`-cpu host` even aborts on MSR 0x10a, and `lock cmpxchg16b` in SLUB
 //!   stops KVM with an emulation failure). runq then falls back to TCG with a
 //!   loud warning; a Debian 6.1 kernel reaches init in a few seconds there.
+//! * **Single-threaded TCG (`-accel tcg,thread=single`)**. qemu's default
+//!   multi-threaded TCG races with the guest kernel's live code patching
+//!   (int3-based text poking, heavy when sched_ext attaches and flips
+//!   static keys). Measured on a 2-core host with Debian sid's 7.2 kernel,
+//!   4 vCPUs and scx_bpfland attaching: the default died of `Oops: int3`
+//!   (in `__schedule`, `update_sd_lb_stats`) in 2 of 6 boots,
+//!   `thread=single` in 0 of 6, at the same wall time (15-16 s each); and
+//!   1 of 8 plain `futex_ping_pong` VM runs on 7.2 panicked under the
+//!   default. Multi-threaded TCG would need a benchmark showing it both
+//!   faster and free of these panics over 20+ boots.
+//! * **The kernel** ([`super::kernel`]): a cached kernel with PVH boots
+//!   its uncompressed `vmlinux` through qemu's PVH entry, skipping the
+//!   guest's self-decompression (seconds under TCG); its config goes into
+//!   the initramfs as `/boot/config-<release>`.
 //! * **`panic=-1 -no-reboot`**: a guest kernel panic ends qemu at once; the
 //!   host sees qemu exit without an exit frame and reports the console tail.
 
@@ -92,10 +106,11 @@ pub enum Accel {
 }
 
 impl Accel {
-    fn qemu_name(self) -> &'static str {
+    /// The `-accel` argument (see the module docs for single-threaded TCG).
+    fn qemu_accel_arg(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
+            Accel::Tcg => "tcg,thread=single",
         }
     }
 
@@ -174,7 +189,9 @@ pub enum GuestTask {
 pub struct VmConfig {
     pub topology: TopoSpec,
     pub memory_mib: u64,
-    pub kernel: Option<PathBuf>,
+    /// `--kernel`: a path, a cached release or `sched_ext` (see
+    /// [`kernel`]); `None` means `$RUNQ_KERNEL`, then /boot.
+    pub kernel: Option<String>,
     pub timeout: Duration,
     pub console: Option<PathBuf>,
     pub accel: AccelChoice,
@@ -319,7 +336,7 @@ impl PreparedBoot {
             "-machine",
             "q35",
             "-accel",
-            self.accel.qemu_name(),
+            self.accel.qemu_accel_arg(),
             "-cpu",
             &self.cpu_model,
         ]
@@ -364,7 +381,10 @@ pub struct VmOutcome {
 pub struct PreparedBoot {
     pub topology: TopoSpec,
     pub memory_mib: u64,
+    /// What qemu loads with `-kernel`.
     pub kernel: PathBuf,
+    /// Which kernel that is, for messages.
+    pub kernel_description: String,
     pub initrd: PathBuf,
     pub accel: Accel,
     pub cpu_model: String,
@@ -379,8 +399,7 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
     // Directories of runs that were killed before they could remove them.
     crate::scratch::reap(&std::env::temp_dir(), RUN_DIR_PREFIX);
     config.validate()?;
-    let kernel = kernel::discover(config.kernel.as_deref())?;
-    let kernel = kernel::boot_image(&kernel, &crate::cache::root()?);
+    let kernel = kernel::resolve(config.kernel.as_deref())?;
     which_qemu()?;
     let accel = choose_accel(config.accel)?;
     let runq = match &config.runq_exe {
@@ -397,6 +416,10 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
         .to_string();
     let mut overlay = Archive::new();
     overlay.dir(&cwd_text);
+    if let (Some(release), Some(config)) = (&kernel.release, &kernel.config) {
+        // libbpf reads the running kernel's config from here.
+        overlay.copy_host_file(&format!("/boot/config-{release}"), config)?;
+    }
     for include in &config.includes {
         let absolute = cwd.join(include);
         let guest = absolute
@@ -443,7 +466,8 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
     Ok(PreparedBoot {
         topology: config.topology,
         memory_mib: config.memory_mib,
-        kernel,
+        kernel: kernel.image,
+        kernel_description: kernel.description,
         initrd,
         accel,
         cpu_model: config
