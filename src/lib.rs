@@ -7,10 +7,12 @@
 pub mod cache;
 pub mod cgroup;
 pub mod check;
+pub mod duration;
 pub mod error;
 pub mod explore;
 pub mod kernel;
 pub mod output;
+pub mod process;
 pub mod report;
 pub mod scenario;
 pub mod scratch;

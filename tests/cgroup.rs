@@ -547,6 +547,31 @@ fn stale_roots_of_dead_pids_are_removed_and_live_ones_kept() {
     drop(second);
 }
 
+/// A run that died but was not reaped yet (a zombie, as an exploration
+/// child is until its parent waits) owns nothing: its roots are stale.
+#[test]
+fn stale_roots_of_zombie_pids_are_removed() {
+    let manager = host_manager();
+    let parents = manager.root_parents();
+    let mut zombie = Command::new("true").spawn().unwrap();
+    let pid = zombie.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runq::process::stat(pid).map(|s| s.state) != Some('Z') {
+        assert!(Instant::now() < deadline, "pid {pid} never became a zombie");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let roots = fake_root(&parents, pid);
+    assert!(!pid_alive(pid), "a zombie counted as alive");
+    manager.cleanup_stale();
+    let left: Vec<_> = roots.iter().filter(|r| r.exists()).collect();
+    zombie.wait().unwrap();
+    for root in &roots {
+        let _ = fs::remove_dir(root.join("x"));
+        let _ = fs::remove_dir(root);
+    }
+    assert!(left.is_empty(), "roots of zombie {pid} kept: {left:?}");
+}
+
 #[test]
 fn bad_input_is_rejected_with_exit_code_2_and_leaves_nothing() {
     let manager = host_manager();

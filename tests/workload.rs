@@ -836,6 +836,30 @@ fn cli_bad_input_exits_two_with_the_valid_forms() {
     );
 }
 
+/// One duration grammar: the message says what is wrong with the value
+/// (zero, too large, unit, sign), never a panic.
+#[test]
+fn cli_durations_are_diagnosed_accurately() {
+    for (duration, expected) in [
+        ("0", "must be more than 0"),
+        ("1e99s", "too large"),
+        ("48h", "must be at most 86400s"),
+        ("5 parsecs", "unknown unit \"parsecs\""),
+        ("-1s", "negative"),
+        ("soon", "does not start with a number"),
+    ] {
+        let out = runq()
+            .args(["workload", "--work", "cpu_spin", "--duration", duration])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{duration}: {stderr}");
+        assert!(stderr.contains("--duration"), "{duration}: {stderr}");
+        assert!(stderr.contains(expected), "{duration}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{duration}: {stderr}");
+    }
+}
+
 #[test]
 fn random_subset_and_llc_aligned_affinity_stay_inside_their_masks() {
     let allowed: BTreeSet<usize> = allowed_cpus().into_iter().collect();

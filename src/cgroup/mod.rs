@@ -141,13 +141,10 @@ pub fn root_owner_pid(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|p| *p > 0)
 }
 
-/// True if a process with this pid exists (zombies count as alive).
+/// True if the process `pid` exists and has not ended: a zombie (ended,
+/// not yet reaped by its parent) is dead, so its roots are stale.
 pub fn pid_alive(pid: i32) -> bool {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::ESRCH) => false,
-        Err(_) => true,
-    }
+    crate::process::is_alive(pid)
 }
 
 impl CgroupManager {
@@ -457,14 +454,7 @@ pub(crate) fn write_ids(path: &Path, ids: &[i32], what: &str) -> anyhow::Result<
 }
 
 pub(crate) fn read_ids(path: &Path) -> anyhow::Result<Vec<i32>> {
-    let text = read_text(path)?;
-    let mut ids: Vec<i32> = text
-        .split_whitespace()
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(ids)
+    crate::process::read_pid_list(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Processes with a thread in the cgroup directory `dir`, sorted. Threaded
@@ -486,16 +476,7 @@ pub fn procs_of_dir(dir: &Path) -> anyhow::Result<Vec<i32>> {
     Ok(pids)
 }
 
-/// The thread-group id (process) of a thread.
-pub(crate) fn tgid_of(tid: i32) -> anyhow::Result<i32> {
-    let path = format!("/proc/{tid}/status");
-    let text =
-        fs::read_to_string(&path).with_context(|| format!("thread {tid}: reading {path}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("thread {tid}: no Tgid in {path}"))
-}
+pub(crate) use crate::process::tgid_of;
 
 /// Parses `key value` lines (cpu.stat and friends).
 pub(crate) fn parse_flat_keyed(text: &str) -> BTreeMap<String, u64> {

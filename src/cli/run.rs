@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use runq::scenario::{self, parse_duration, RunOptions};
+use runq::scenario::{self, RunOptions};
 
 #[derive(clap::Args)]
 #[command(after_help = "Exit codes: 0 every check passed, 1 a check failed, \
@@ -29,12 +29,16 @@ pub struct Args {
     quiet: bool,
 }
 
+/// `--duration`: more than 0, at most a scenario's longest duration.
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
-    if d.is_zero() {
-        return Err("the duration must be positive, e.g. 500ms or 5s".into());
-    }
-    Ok(d)
+    let d = runq::duration::parse(text).map_err(|e| e.to_string())?;
+    runq::duration::check_range(
+        "the duration",
+        text,
+        d,
+        Duration::from_nanos(1),
+        scenario::MAX_SCENARIO_DURATION,
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {

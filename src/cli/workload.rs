@@ -46,30 +46,19 @@ fn work_forms_help() -> String {
     format!("Work types (defaults shown):\n  {}", CLI_FORMS.join("\n  "))
 }
 
-/// Parse `500ms`, `2s`, `1.5s`, `1m` (a bare number is seconds).
+/// Reads `--duration` (grammar in `runq::duration`): more than 0, at most
+/// a day.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let t = text.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    let value: f64 = num.trim().parse().map_err(|_| {
-        RunqError::bad_input(format!(
-            "--duration `{text}` is not a duration; write e.g. 500ms, 2s or 1m"
-        ))
-    })?;
-    let secs = value * scale;
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(RunqError::bad_input(format!(
-            "--duration `{text}` must be positive; write e.g. 500ms, 2s or 1m"
-        )));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    let d = runq::duration::parse(text)
+        .map_err(|e| RunqError::bad_input(format!("--duration: {e}")))?;
+    runq::duration::check_range(
+        "--duration",
+        text,
+        d,
+        Duration::from_nanos(1),
+        runq::scenario::MAX_SCENARIO_DURATION,
+    )
+    .map_err(RunqError::bad_input)
 }
 
 fn parse_policy(text: &str) -> anyhow::Result<SchedPolicy> {

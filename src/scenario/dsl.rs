@@ -570,43 +570,19 @@ impl Op {
     }
 }
 
-/// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"100us"`.
+/// The longest duration a scenario may hold (a step, a hold, the run).
+pub const MAX_SCENARIO_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Reads a scenario duration (`"250ms"`, `"2s"`, `"1m"`; grammar in
+/// [`crate::duration`]), at most [`MAX_SCENARIO_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}: write e.g. \"500ms\", \"2s\" or \"1m\""))?;
-    let seconds = match unit.trim() {
-        "us" => value / 1e6,
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        _ => {
-            return Err(format!(
-                "bad duration {text:?}: unit must be us, ms, s or m (e.g. \"500ms\", \"2s\")"
-            ))
-        }
-    };
-    if !seconds.is_finite() || seconds > 24.0 * 3600.0 {
-        return Err(format!("duration {text:?} is out of range (at most 24 h)"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    let d = crate::duration::parse(text).map_err(|e| e.to_string())?;
+    crate::duration::check_range("duration", text, d, Duration::ZERO, MAX_SCENARIO_DURATION)
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{}us", d.as_micros())
-    } else if ms >= 1000.0 && d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    crate::duration::format(d)
 }
 
 /// serde for durations as text.

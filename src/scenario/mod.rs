@@ -19,6 +19,7 @@ use rand::RngCore;
 
 pub use dsl::{
     format_duration, parse_duration, CgroupDef, CpusetSpec, HoldSpec, Op, Scenario, Step, WorkSpec,
+    MAX_SCENARIO_DURATION,
 };
 pub use executor::{
     install_interrupt_handler, Boundary, BoundaryMode, Execution, ExecutorHooks, LiveCgroupView,

@@ -7,7 +7,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use anyhow::{Context, Result};
 use nix::sys::ptrace;
 use nix::sys::signal::{SigSet, SigmaskHow};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
+
+use crate::process::Forked;
 
 /// Restarts a tracee in group-stop without ending the stop (PTRACE_LISTEN),
 /// so it stays stopped like an untraced process until SIGCONT.
@@ -107,8 +109,9 @@ pub fn launch_seized(
 
     // SAFETY: the child branch below only calls async-signal-safe functions
     // (sigprocmask, read, execv, write, _exit) on data prepared before fork.
-    match unsafe { nix::unistd::fork() }.context("fork failed")? {
-        ForkResult::Child => {
+    // No death signal: the tracer decides the tracee's fate (it may detach).
+    match unsafe { crate::process::fork_untied() }.context("fork failed")? {
+        Forked::Child => {
             // SAFETY: async-signal-safe calls only; the pointers refer to
             // memory the parent prepared and the child still owns.
             unsafe {
@@ -130,7 +133,7 @@ pub fn launch_seized(
                 libc::_exit(127);
             }
         }
-        ForkResult::Parent { child } => {
+        Forked::Parent(child) => {
             drop(go_read);
             drop(err_write);
             if let Err(errno) = ptrace::seize(child, options) {

@@ -1039,15 +1039,8 @@ fn thread_group_of(tid: Pid) -> Option<Pid> {
 
 /// (thread group id, parent pid) of a task, from /proc/TID/status.
 fn proc_ids(tid: Pid) -> Option<(Pid, Pid)> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .map(Pid::from_raw)
-    };
-    Some((field("Tgid:")?, field("PPid:")?))
+    let (tgid, ppid) = crate::process::proc::ids(tid.as_raw())?;
+    Some((Pid::from_raw(tgid), Pid::from_raw(ppid)))
 }
 
 fn read_cmdline(pid: Pid) -> Vec<String> {

@@ -22,36 +22,17 @@ use std::time::Duration;
 
 use crate::error::RunqError;
 
-/// Parses a duration such as `60s`, `2m`, `500ms`, `1h` or a plain number
-/// of seconds. `what` names the option in errors.
+/// The longest a VM option's duration may be.
+pub const MAX_VM_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Reads a duration option (`60s`, `2m`, `500ms`, `1h`, a bare number of
+/// seconds; grammar in [`crate::duration`]) of at most a week. `what` names
+/// the option in errors.
 pub fn parse_duration(text: &str, what: &str) -> anyhow::Result<Duration> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        RunqError::bad_input(format!(
-            "{what} {text:?}: expected a number with a unit, e.g. 60s, 2m or 500ms"
-        ))
-    })?;
-    let seconds = match unit.trim() {
-        "" | "s" | "sec" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(RunqError::bad_input(format!(
-                "{what} {text:?}: unknown unit {other:?}; use ms, s, m or h"
-            )))
-        }
-    };
-    if !seconds.is_finite() || seconds > 7.0 * 24.0 * 3600.0 {
-        return Err(RunqError::bad_input(format!(
-            "{what} {text:?}: too long; use at most a week"
-        )));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    let d =
+        crate::duration::parse(text).map_err(|e| RunqError::bad_input(format!("{what}: {e}")))?;
+    crate::duration::check_range(what, text, d, Duration::ZERO, MAX_VM_DURATION)
+        .map_err(RunqError::bad_input)
 }
 
 /// Parses a memory size such as `512M`, `1G` or `1536` (MiB) into MiB.

@@ -514,11 +514,7 @@ pub fn spawn_tied_to_parent(command: &mut Command) -> std::io::Result<Child> {
     // async-signal-safe system calls (prctl, getppid, sigprocmask).
     unsafe {
         command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            if nix::unistd::getppid() != parent {
-                // The parent died before the death signal was armed.
-                return Err(std::io::Error::other("parent exited"));
-            }
+            crate::process::tie_to_parent(parent)?;
             nix::sys::signal::sigprocmask(
                 nix::sys::signal::SigmaskHow::SIG_SETMASK,
                 Some(&SigSet::empty()),

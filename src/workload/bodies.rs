@@ -493,11 +493,8 @@ fn sequence(ctx: &WorkerContext, phases: &[Phase]) {
 /// fork + _exit + waitpid, one unit per fork.
 fn fork_exit(ctx: &WorkerContext) {
     while !ctx.should_stop() {
-        // SAFETY: the child only calls _exit, which is async-signal-safe.
-        let child = match unsafe { nix::unistd::fork() } {
-            // SAFETY: leaving the child at once, without unwinding.
-            Ok(nix::unistd::ForkResult::Child) => unsafe { libc::_exit(0) },
-            Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        let child = match crate::process::fork_exiting(0) {
+            Ok(child) => child,
             Err(_) => {
                 // Out of processes: back off instead of spinning on errors.
                 std::thread::sleep(std::time::Duration::from_millis(1));

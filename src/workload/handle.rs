@@ -13,7 +13,9 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{pipe2, Pid};
+
+use crate::process::Forked;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -69,7 +71,6 @@ impl WorkloadHandle {
         let groups = config.groups();
         let specs = build_specs(config, &groups)?;
         let total = specs.len();
-        let controller = nix::unistd::getpid().as_raw();
         let mut handle = WorkloadHandle {
             clone_mode: config.clone_mode,
             collect_timeout: config.collect_timeout,
@@ -98,21 +99,16 @@ impl WorkloadHandle {
             match config.clone_mode {
                 CloneMode::Fork => {
                     for spec in members {
-                        handle.fork_child(
-                            controller,
-                            &[spec.worker],
-                            &mut rings,
-                            |fd, rings| {
-                                let ring = std::mem::take(&mut rings[spec.worker]);
-                                rings.clear();
-                                fork_worker_main(&handle_shm_ptr(fd.1), spec, ring, fd.0)
-                            },
-                        )?;
+                        handle.fork_child(&[spec.worker], &mut rings, |fd, rings| {
+                            let ring = std::mem::take(&mut rings[spec.worker]);
+                            rings.clear();
+                            fork_worker_main(&handle_shm_ptr(fd.1), spec, ring, fd.0)
+                        })?;
                     }
                 }
                 CloneMode::Thread => {
                     let ids: Vec<usize> = members.iter().map(|s| s.worker).collect();
-                    handle.fork_child(controller, &ids, &mut rings, |fd, rings| {
+                    handle.fork_child(&ids, &mut rings, |fd, rings| {
                         let mine = ids.iter().map(|&w| std::mem::take(&mut rings[w])).collect();
                         rings.clear();
                         thread_host_main(&handle_shm_ptr(fd.1), members, mine, fd.0)
@@ -152,7 +148,6 @@ impl WorkloadHandle {
     /// returns.
     fn fork_child(
         &mut self,
-        controller: i32,
         workers: &[usize],
         rings: &mut Vec<(Option<OwnedFd>, Option<OwnedFd>)>,
         child: impl FnOnce((OwnedFd, *const Shm), &mut Vec<(Option<OwnedFd>, Option<OwnedFd>)>),
@@ -168,19 +163,19 @@ impl WorkloadHandle {
         let shm_ptr: *const Shm = &self.shm;
         // SAFETY: the controller is single-threaded while forking (DESIGN
         // process model); the child runs `child`, which ends in _exit.
-        match unsafe { fork() } {
+        match unsafe { crate::process::fork_tied() } {
             Err(e) => Err(RunqError::environment(format!(
                 "fork failed after {} processes: {e}; raise the process limit (ulimit -u) or use fewer workers",
                 self.processes.len()
             ))),
-            Ok(ForkResult::Child) => {
-                super::worker::child_prologue(controller, &inherited);
+            Ok(Forked::Child) => {
+                super::worker::child_prologue(&inherited);
                 child((write_end, shm_ptr), rings);
                 // SAFETY: `child` never returns; leave without unwinding if
                 // it somehow did.
                 unsafe { libc::_exit(1) }
             }
-            Ok(ForkResult::Parent { child: pid }) => {
+            Ok(Forked::Parent(pid)) => {
                 drop(write_end);
                 let flags = fcntl(read_end.as_raw_fd(), FcntlArg::F_GETFL)
                     .map(OFlag::from_bits_truncate)

@@ -61,6 +61,8 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 pub const TREE_SAMPLE_INTERVAL: Duration = Duration::from_millis(25);
 /// The default time limit of a payload.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest timeout a payload may have.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The default wait for a ready marker.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -199,7 +201,14 @@ impl TryFrom<PayloadToml> for PayloadSpec {
             spec.bounds = bounds;
         }
         if let Some(timeout) = raw.timeout {
-            spec.timeout = parse_duration(&timeout).map_err(|e| format!("timeout: {e}"))?;
+            let parsed = crate::duration::parse(&timeout).map_err(|e| format!("timeout: {e}"))?;
+            spec.timeout = crate::duration::check_range(
+                "timeout",
+                &timeout,
+                parsed,
+                Duration::ZERO,
+                MAX_TIMEOUT,
+            )?;
         }
         if let Some(ready_marker) = raw.ready_marker {
             spec.ready_marker = ready_marker;
@@ -230,32 +239,6 @@ impl From<PayloadSpec> for PayloadToml {
             rt_runtime_us: spec.rt_runtime_us,
         }
     }
-}
-
-/// "30s", "1500ms", "2m", "1.5s" -> a duration.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration; write e.g. \"30s\" or \"500ms\""))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" | "min" => value * 60.0,
-        other => {
-            return Err(format!(
-                "unknown unit \"{other}\" in \"{text}\"; use ms, s or m"
-            ))
-        }
-    };
-    if !seconds.is_finite() || seconds > 86_400.0 {
-        return Err(format!("\"{text}\" is out of range (at most 24 h)"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// The `cgroup.procs` files of cgroup `rel` in every hierarchy a backend
@@ -1271,70 +1254,18 @@ struct TracedTree {
     error: Option<String>,
 }
 
-/// Children of every thread of `pid`.
-fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let path = task.path().join("children");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-/// Every descendant of `pid` (not `pid` itself), parents before children.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut queue = VecDeque::from([pid]);
-    let mut seen = HashSet::from([pid]);
-    while let Some(p) = queue.pop_front() {
-        for child in children_of(p) {
-            if seen.insert(child) {
-                out.push(child);
-                queue.push_back(child);
-            }
-        }
-    }
-    out
-}
+use crate::process::proc::{children_of, descendants, is_alive as is_running};
 
 fn read_seen(pid: i32) -> Option<Seen> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_string();
-    // Fields after the command: state is field 3, start time field 22.
-    let start_ticks = rest.split_whitespace().nth(19).and_then(|v| v.parse().ok());
-    Some(Seen { comm, start_ticks })
-}
-
-/// Alive and not a zombie.
-fn is_running(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z') | Some('X') | Some('x'))
+    let stat = crate::process::stat(pid)?;
+    Some(Seen {
+        comm: stat.comm,
+        start_ticks: Some(stat.start_ticks),
+    })
 }
 
 fn read_pids(path: &Path) -> Vec<i32> {
-    std::fs::read_to_string(path)
-        .map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::process::read_pid_list(path).unwrap_or_default()
 }
 
 struct Launched {
@@ -1698,17 +1629,6 @@ fn run_tracer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("2d").is_err());
-    }
 
     #[test]
     fn decimal_digits_without_allocation() {

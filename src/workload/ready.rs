@@ -209,18 +209,9 @@ fn ended_not_child(pid: i32) -> Option<ExitShape> {
         )))
     };
     // /proc/<tid> resolves thread ids too.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => unknown(),
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            match state {
-                Some('Z') | Some('X') | Some('x') => unknown(),
-                _ => None,
-            }
-        }
+    match crate::process::stat(pid) {
+        Some(stat) if !stat.is_ended() => None,
+        _ => unknown(),
     }
 }
 

@@ -51,17 +51,11 @@ pub(crate) enum Outcome {
     SetupFailed(String),
 }
 
-/// First thing in every forked child: die with the controller, and leave
-/// at once if it is already gone. Then the stop signal (SIGUSR1, no
-/// SA_RESTART so blocking calls return EINTR) and SIGPIPE ignored (a
-/// partner that already left must not kill us).
-pub(crate) fn child_prologue(controller: i32, inherited_fds: &[RawFd]) {
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid().as_raw() != controller {
-        // SAFETY: leaving at once, without running the controller's
-        // destructors.
-        unsafe { libc::_exit(1) };
-    }
+/// First thing in every forked child (which `process::fork_tied` already
+/// tied to the controller's life): close the fds it does not use, then the
+/// stop signal (SIGUSR1, no SA_RESTART so blocking calls return EINTR) and
+/// SIGPIPE ignored (a partner that already left must not kill us).
+pub(crate) fn child_prologue(inherited_fds: &[RawFd]) {
     for &fd in inherited_fds {
         // Copies of fds this child does not use; nothing else owns them here.
         let _ = nix::unistd::close(fd);
