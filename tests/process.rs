@@ -211,7 +211,7 @@ fn private_shm_leaves_nothing_in_the_hosts_dev_shm() {
 
 #[test]
 fn zombies_are_not_alive() {
-    let child = std::process::Command::new("true").spawn().unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id() as i32;
     // Not reaped: it becomes a zombie.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -225,7 +225,7 @@ fn zombies_are_not_alive() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(!process::is_alive(pid));
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    child.wait().unwrap();
 }
 
 #[test]

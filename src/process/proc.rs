@@ -50,9 +50,9 @@ pub fn is_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Err(nix::errno::Errno::ESRCH) => return false,
-        Ok(()) | Err(_) => {}
+    let target = nix::unistd::Pid::from_raw(pid);
+    if let Err(nix::errno::Errno::ESRCH) = nix::sys::signal::kill(target, None) {
+        return false;
     }
     match Process::new(pid).and_then(|p| p.stat()) {
         Ok(stat) => !matches!(stat.state, 'Z' | 'X' | 'x'),
