@@ -849,7 +849,8 @@ fn cli_durations_are_diagnosed_accurately() {
         ("soon", "does not start with a number"),
     ] {
         let out = runq()
-            .args(["workload", "--work", "cpu_spin", "--duration", duration])
+            .args(["workload", "--work", "cpu_spin"])
+            .arg(format!("--duration={duration}"))
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
