@@ -332,12 +332,26 @@ fn guest_kernel_panic_is_reported_with_the_console_tail() {
         "{}",
         describe(&run)
     );
+    // The kernel's own report, from its first line, not only the tail.
+    let report = stderr
+        .split("--- the guest kernel's report ---\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no kernel report: {}", describe(&run)));
+    assert!(report.starts_with('['), "{}", describe(&run));
     assert!(
-        stderr.contains("last lines of the guest console"),
+        report.lines().next().unwrap().contains("Kernel panic"),
         "{}",
         describe(&run)
     );
-    assert!(stderr.contains("Kernel panic"), "{}", describe(&run));
+    // The whole console is kept in a file whose path is printed.
+    let kept = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("the whole guest console: "))
+        .unwrap_or_else(|| panic!("no console path: {}", describe(&run)));
+    let console = std::fs::read_to_string(kept).unwrap();
+    assert!(console.contains("Kernel panic"), "{console}");
+    assert!(console.contains("Linux version"), "{console}");
+    std::fs::remove_file(kept).unwrap();
 }
 
 #[test]

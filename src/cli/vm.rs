@@ -86,7 +86,7 @@ impl MachineArgs {
     after_help = "Example: runq vm --topology 1n2l2c1t -- run steady --duration 2s --json out.json\n\
 Exit codes: the guest command's own code; 2 bad input (nothing was started); \
 3 no kernel/qemu, a guest kernel panic, a timeout or a guest that died early \
-(the message ends with the guest console's last lines)."
+(the message shows the guest kernel's panic report or the console's last lines, and where the whole console was kept)."
 )]
 pub struct VmArgs {
     #[command(flatten)]

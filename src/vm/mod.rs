@@ -9,8 +9,10 @@
 //!   itself with timeout, console capture and report channel.
 //! * [`guest`]: what runq does as the guest's init.
 //! * [`channel`]: the framing on the report serial port.
+//! * [`console`]: the guest kernel's panic/oops report and kept consoles.
 
 pub mod channel;
+pub mod console;
 pub mod guest;
 pub mod initramfs;
 pub mod kernel;

@@ -56,6 +56,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::channel::{Decoder, Frame};
+use super::console;
 use super::guest::{Plan, PlanMode, PLAN_PATH};
 use super::initramfs::{self, Archive};
 use super::kernel;
@@ -68,8 +69,6 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 pub const MIN_NODE_MEMORY_MIB: u64 = 128;
 /// Name prefix of the per-run temporary directory (see [`crate::scratch`]).
 pub const RUN_DIR_PREFIX: &str = "runq-vm";
-/// Lines of console shown in error messages.
-const CONSOLE_TAIL_LINES: usize = 30;
 /// How long qemu may take to power off after the guest reported its exit.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
 /// Kernel arguments every boot gets.
@@ -182,6 +181,16 @@ pub enum GuestTask {
     Shell,
     /// A shell script run non-interactively, output streamed back.
     Script(String),
+}
+
+impl GuestTask {
+    /// The host paths of the output files the guest ships back, by index.
+    fn output_paths(&self) -> Vec<PathBuf> {
+        match self {
+            GuestTask::Command { outputs, .. } => outputs.iter().map(|(h, _)| h.clone()).collect(),
+            GuestTask::Shell | GuestTask::Script(_) => Vec::new(),
+        }
+    }
 }
 
 /// Everything about one VM run.
@@ -409,6 +418,32 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
     let busybox = initramfs::find_busybox()?;
     let base = initramfs::base_image(&runq, &busybox)?;
 
+    let overlay = run_overlay(config, &kernel)?;
+
+    let dir = crate::scratch::dir_in(&std::env::temp_dir(), RUN_DIR_PREFIX)?;
+    let initrd = dir.path().join("initrd.img");
+    initramfs::write_boot_image(&base, &overlay, &initrd)?;
+
+    Ok(PreparedBoot {
+        topology: config.topology,
+        memory_mib: config.memory_mib,
+        kernel: kernel.image,
+        kernel_description: kernel.description,
+        initrd,
+        accel,
+        cpu_model: config
+            .cpu_model
+            .clone()
+            .unwrap_or_else(|| accel.default_cpu_model().to_string()),
+        append: kernel_command_line(config),
+        image_built: base.built,
+        dir,
+    })
+}
+
+/// The per-run part of the initramfs: the working directory, the kernel's
+/// config, the `--include` files and the plan for the guest's init.
+fn run_overlay(config: &VmConfig, kernel: &kernel::BootKernel) -> anyhow::Result<Archive> {
     let cwd = std::env::current_dir().context("reading the working directory")?;
     let cwd_text = cwd
         .to_str()
@@ -427,7 +462,14 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
             .ok_or_else(|| RunqError::bad_input("--include path is not UTF-8; rename it"))?;
         overlay.copy_host_file(guest, &absolute)?;
     }
-    let (mode, outputs) = match &config.task {
+    let plan = guest_plan(&config.task, cwd_text);
+    overlay.file(PLAN_PATH, 0o644, serde_json::to_vec_pretty(&plan)?);
+    Ok(overlay)
+}
+
+/// What the guest's init is told to do.
+fn guest_plan(task: &GuestTask, cwd: String) -> Plan {
+    let (mode, outputs) = match task {
         GuestTask::Command { args, outputs } => (
             PlanMode::Command { args: args.clone() },
             outputs.iter().map(|(_, guest)| guest.clone()).collect(),
@@ -444,18 +486,16 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect();
-    let plan = Plan {
+    Plan {
         mode,
-        cwd: cwd_text,
+        cwd,
         env,
         outputs,
-    };
-    overlay.file(PLAN_PATH, 0o644, serde_json::to_vec_pretty(&plan)?);
+    }
+}
 
-    let dir = crate::scratch::dir_in(&std::env::temp_dir(), RUN_DIR_PREFIX)?;
-    let initrd = dir.path().join("initrd.img");
-    initramfs::write_boot_image(&base, &overlay, &initrd)?;
-
+/// The guest kernel's command line: [`BASE_KERNEL_ARGS`] and `--kernel-arg`s.
+fn kernel_command_line(config: &VmConfig) -> String {
     let mut append: Vec<String> = BASE_KERNEL_ARGS
         .iter()
         // An interactive shell should not start with the early boot log.
@@ -463,21 +503,7 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
         .map(|s| s.to_string())
         .collect();
     append.extend(config.kernel_args.iter().cloned());
-    Ok(PreparedBoot {
-        topology: config.topology,
-        memory_mib: config.memory_mib,
-        kernel: kernel.image,
-        kernel_description: kernel.description,
-        initrd,
-        accel,
-        cpu_model: config
-            .cpu_model
-            .clone()
-            .unwrap_or_else(|| accel.default_cpu_model().to_string()),
-        append: append.join(" "),
-        image_built: base.built,
-        dir,
-    })
+    append.join(" ")
 }
 
 fn which_qemu() -> anyhow::Result<PathBuf> {
@@ -528,8 +554,8 @@ pub fn spawn_tied_to_parent(command: &mut Command) -> std::io::Result<Child> {
 
 /// Boots the VM, streams the guest command's output to this process's
 /// stdout and stderr, writes the shipped output files, and returns how
-/// the run ended. Errors (timeout, panic, early death) carry the console
-/// tail and map to exit code 3.
+/// the run ended. Errors (timeout, panic, early death) carry the guest
+/// kernel's report or the console's last lines and map to exit code 3.
 pub fn run(config: &VmConfig) -> anyhow::Result<VmOutcome> {
     let boot = prepare(config)?;
     run_prepared(config, &boot)
@@ -538,150 +564,229 @@ pub fn run(config: &VmConfig) -> anyhow::Result<VmOutcome> {
 /// Like [`run`] for an already prepared boot.
 pub fn run_prepared(config: &VmConfig, boot: &PreparedBoot) -> anyhow::Result<VmOutcome> {
     let shell = matches!(config.task, GuestTask::Shell);
-    let console_path = config
-        .console
-        .clone()
-        .unwrap_or_else(|| boot.dir.path().join("console.log"));
-    let channel_path = boot.dir.path().join("channel.fifo");
-    nix::unistd::mkfifo(
-        &channel_path,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .context("creating the channel fifo")?;
-    // Open the read end first (non-blocking), so qemu's open for writing
-    // does not block and nothing it writes is lost.
-    let mut channel = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_nonblock()
-        .open(&channel_path)
-        .context("opening the channel fifo")?;
-    // Hold a write end too: a fifo without writers reads as end-of-file
-    // before qemu has opened it. The end is seen as qemu's exit instead.
-    let _channel_keepalive = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags_nonblock()
-        .open(&channel_path)
-        .context("opening the channel fifo for writing")?;
+    let mut files = RunFiles::create(config, boot)?;
+    let mut command = qemu_command(boot, &files, shell)?;
+    let (watch, total) = with_signals_read(|signal_fd| {
+        let started = Instant::now();
+        let mut child = spawn_tied_to_parent(&mut command).with_context(|| {
+            format!("starting {QEMU_BINARY}; install it with `apt-get install qemu-system-x86`")
+        })?;
+        let mut supervisor = Supervisor {
+            guard: QemuGuard {
+                child: Some(&mut child),
+            },
+            channel: &mut files.channel,
+            signal_fd,
+            started,
+            deadline: started + config.timeout,
+            outputs: config.task.output_paths(),
+            decoder: Decoder::new(),
+            buffer: vec![0u8; 64 * 1024],
+            watch: Watch::default(),
+        };
+        let watch = supervisor.run();
+        supervisor.guard.kill();
+        watch.map(|w| (w, started.elapsed()))
+    })?;
+    outcome(watch, total, config, boot, &files, shell)
+}
 
+/// The per-run files: console, report channel fifo, qemu's stderr.
+struct RunFiles {
+    console: PathBuf,
+    /// Whether the console is the user's `--console` file.
+    console_given: bool,
+    channel_path: PathBuf,
+    channel: std::fs::File,
+    /// A write end held open: a fifo without writers reads as end-of-file
+    /// before qemu has opened it. Its end is seen as qemu's exit instead.
+    _channel_keepalive: std::fs::File,
+    qemu_stderr: PathBuf,
+}
+
+impl RunFiles {
+    fn create(config: &VmConfig, boot: &PreparedBoot) -> anyhow::Result<RunFiles> {
+        let channel_path = boot.dir.path().join("channel.fifo");
+        nix::unistd::mkfifo(
+            &channel_path,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .context("creating the channel fifo")?;
+        // Open the read end first (non-blocking), so qemu's open for
+        // writing does not block and nothing it writes is lost.
+        let channel = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_nonblock()
+            .open(&channel_path)
+            .context("opening the channel fifo")?;
+        let keepalive = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags_nonblock()
+            .open(&channel_path)
+            .context("opening the channel fifo for writing")?;
+        Ok(RunFiles {
+            console: config
+                .console
+                .clone()
+                .unwrap_or_else(|| boot.dir.path().join("console.log")),
+            console_given: config.console.is_some(),
+            channel_path,
+            channel,
+            _channel_keepalive: keepalive,
+            qemu_stderr: boot.dir.path().join("qemu.stderr"),
+        })
+    }
+
+    fn qemu_stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.qemu_stderr)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Where the whole console can be read after the run: the user's
+    /// `--console` file, else a copy kept in the cache (the run directory
+    /// is removed). `None` if it could not be kept.
+    fn keep_console(&self) -> Option<PathBuf> {
+        if self.console_given {
+            return Some(self.console.clone());
+        }
+        let dir = crate::cache::consoles_dir().ok()?;
+        match console::keep(&self.console, &dir) {
+            Ok(kept) => Some(kept),
+            Err(err) => {
+                tracing::warn!("cannot keep the guest console in {}: {err}", dir.display());
+                None
+            }
+        }
+    }
+}
+
+/// The qemu command for `boot`: console to a file (or the terminal for a
+/// shell), report channel into the fifo, stderr to a file.
+fn qemu_command(boot: &PreparedBoot, files: &RunFiles, shell: bool) -> anyhow::Result<Command> {
     let console_arg = if shell {
         "mon:stdio".to_string()
     } else {
-        format!("file:{}", console_path.display())
+        format!("file:{}", files.console.display())
     };
-    let args = boot.qemu_args(&console_arg, &format!("file:{}", channel_path.display()));
-    let qemu_stderr_path = boot.dir.path().join("qemu.stderr");
-    let qemu_stderr = std::fs::File::create(&qemu_stderr_path)?;
+    let args = boot.qemu_args(
+        &console_arg,
+        &format!("file:{}", files.channel_path.display()),
+    );
     let mut command = Command::new(which_qemu()?);
-    command.args(&args).stderr(qemu_stderr);
+    command
+        .args(&args)
+        .stderr(std::fs::File::create(&files.qemu_stderr)?);
     if shell {
         command.stdin(Stdio::inherit()).stdout(Stdio::inherit());
     } else {
         command.stdin(Stdio::null()).stdout(Stdio::null());
     }
     tracing::info!(?args, "starting qemu");
+    Ok(command)
+}
 
-    // Read SIGINT/SIGTERM/SIGHUP from a signalfd, so an interrupted run
-    // still kills qemu and removes its files.
+/// Runs `body` with SIGINT, SIGTERM and SIGHUP blocked and readable from a
+/// signalfd, so an interrupted run still kills qemu and removes its files;
+/// the signal mask is restored on every path.
+fn with_signals_read<T>(body: impl FnOnce(&SignalFd) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         signals.add(signal);
     }
     let mut old_mask = SigSet::empty();
-    nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_BLOCK,
-        Some(&signals),
-        Some(&mut old_mask),
-    )?;
-    let result = (|| {
-        let signal_fd =
-            SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        let started = Instant::now();
-        let mut child = spawn_tied_to_parent(&mut command).with_context(|| {
-            format!("starting {QEMU_BINARY}; install it with `apt-get install qemu-system-x86`")
-        })?;
-        let mut guard = QemuGuard {
-            child: Some(&mut child),
-        };
-        let watch = supervise(&mut guard, &mut channel, &signal_fd, started, config, shell);
-        guard.kill();
-        watch.map(|w| (w, started.elapsed()))
-    })();
-    nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&old_mask),
-        None,
-    )?;
-    let (watch, total) = result?;
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), Some(&mut old_mask))?;
+    let result = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(anyhow::Error::from)
+        .and_then(|fd| body(&fd));
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None)?;
+    result
+}
 
-    let console_tail = || tail_lines(&console_path, CONSOLE_TAIL_LINES);
-    let qemu_stderr_text = || {
-        std::fs::read_to_string(&qemu_stderr_path)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
-    match watch.end {
-        End::Interrupted(signal) => Err(RunqError::environment(format!(
-            "interrupted by {signal:?}; qemu was stopped"
-        ))),
-        End::TimedOut => Err(RunqError::environment(format!(
-            "the guest did not finish within --timeout {}s ({}); qemu was killed.{}",
-            config.timeout.as_secs_f64(),
-            if watch.boot_to_init.is_some() {
-                "init was running: the command hung or is slower than the timeout"
-            } else {
-                "init never started: boot hung or is slow"
-            },
-            format_tail(&console_tail(), shell)
-        ))),
-        End::Exited { status, exit_code } => match exit_code {
-            Some(code) => Ok(VmOutcome {
+/// Turns how the run ended into the outcome or the error the user sees.
+fn outcome(
+    watch: Watch,
+    total: Duration,
+    config: &VmConfig,
+    boot: &PreparedBoot,
+    files: &RunFiles,
+    shell: bool,
+) -> anyhow::Result<VmOutcome> {
+    let failure = match watch.end {
+        End::Interrupted(signal) => {
+            return Err(RunqError::environment(format!(
+                "interrupted by {signal:?}; qemu was stopped"
+            )))
+        }
+        End::Exited {
+            exit_code: Some(code),
+            ..
+        } => {
+            return Ok(VmOutcome {
                 exit_code: code,
                 accel: boot.accel,
                 boot_to_init: watch.boot_to_init,
                 guest_uptime_at_init: watch.guest_uptime_at_init,
                 total,
                 image_built: boot.image_built,
-            }),
-            None => {
-                let tail = console_tail();
-                let what = if tail.contains("Kernel panic") {
-                    "the guest kernel panicked".to_string()
-                } else if !status.success() {
-                    format!("qemu failed ({status})")
-                } else if watch.boot_to_init.is_none() {
-                    "the guest stopped before init started".to_string()
-                } else {
-                    "the guest stopped before reporting an exit code".to_string()
-                };
-                let stderr = qemu_stderr_text();
-                let stderr = if stderr.is_empty() {
-                    String::new()
-                } else {
-                    format!("\nqemu said: {stderr}")
-                };
-                let notes = if watch.notes.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n{}", watch.notes.join("\n"))
-                };
-                Err(RunqError::environment(format!(
-                    "{what}{notes}{stderr}{}",
-                    format_tail(&tail, shell)
-                )))
+            })
+        }
+        End::TimedOut => format!(
+            "the guest did not finish within --timeout {}s ({}); qemu was killed",
+            config.timeout.as_secs_f64(),
+            if watch.boot_to_init.is_some() {
+                "init was running: the command hung or is slower than the timeout"
+            } else {
+                "init never started: boot hung or is slow"
             }
-        },
-    }
+        ),
+        End::Exited { status, .. } => {
+            let console_text = console::read(&files.console);
+            let what = if console::panicked(&console_text) {
+                "the guest kernel panicked".to_string()
+            } else if !status.success() {
+                format!("qemu failed ({status})")
+            } else if watch.boot_to_init.is_none() {
+                "the guest stopped before init started".to_string()
+            } else {
+                "the guest stopped before reporting an exit code".to_string()
+            };
+            let mut text = what;
+            for note in &watch.notes {
+                text.push_str(&format!("\n{note}"));
+            }
+            let stderr = files.qemu_stderr_text();
+            if !stderr.is_empty() {
+                text.push_str(&format!("\nqemu said: {stderr}"));
+            }
+            text
+        }
+    };
+    Err(RunqError::environment(failure_message(
+        failure,
+        &boot.kernel_description,
+        files,
+        shell,
+    )))
 }
 
-fn format_tail(tail: &str, shell: bool) -> String {
+/// A failure's message: what happened, the kernel, the guest kernel's
+/// report (or the console's last lines) and where the whole console is.
+fn failure_message(what: String, kernel: &str, files: &RunFiles, shell: bool) -> String {
     if shell {
-        String::new()
-    } else if tail.trim().is_empty() {
-        "\n(the console is empty)".to_string()
-    } else {
-        format!("\n--- last lines of the guest console ---\n{tail}")
+        return format!("{what} (kernel {kernel})");
     }
+    let console_text = console::read(&files.console);
+    let kept = match files.keep_console() {
+        Some(path) => format!("\nthe whole guest console: {}", path.display()),
+        None => String::new(),
+    };
+    format!(
+        "{what} (kernel {kernel})\n{}{kept}",
+        console::excerpt(&console_text)
+    )
 }
 
 trait NonBlockOpen {
@@ -728,133 +833,166 @@ impl Drop for QemuGuard<'_> {
     }
 }
 
+#[derive(Default)]
 enum End {
     Exited {
         status: std::process::ExitStatus,
         exit_code: Option<i32>,
     },
+    #[default]
     TimedOut,
     Interrupted(Signal),
 }
 
+/// What the supervisor saw of the run.
+#[derive(Default)]
 struct Watch {
     end: End,
     boot_to_init: Option<Duration>,
     guest_uptime_at_init: Option<Duration>,
     notes: Vec<String>,
+    /// The exit code the guest reported, and when.
+    exit_code: Option<i32>,
+    exit_seen_at: Option<Instant>,
 }
 
-fn supervise(
-    guard: &mut QemuGuard<'_>,
-    channel: &mut std::fs::File,
-    signal_fd: &SignalFd,
+/// Watches a running qemu: signals, the timeout, the report channel's
+/// frames, qemu's exit.
+struct Supervisor<'a> {
+    guard: QemuGuard<'a>,
+    channel: &'a mut std::fs::File,
+    signal_fd: &'a SignalFd,
     started: Instant,
-    config: &VmConfig,
-    shell: bool,
-) -> anyhow::Result<Watch> {
-    let deadline = started + config.timeout;
-    let mut decoder = Decoder::new();
-    let mut watch = Watch {
-        end: End::TimedOut,
-        boot_to_init: None,
-        guest_uptime_at_init: None,
-        notes: Vec::new(),
-    };
-    let mut exit_code: Option<i32> = None;
-    let mut exit_seen_at: Option<Instant> = None;
-    let mut channel_open = true;
-    let mut buffer = vec![0u8; 64 * 1024];
-    let outputs: Vec<PathBuf> = match &config.task {
-        GuestTask::Command { outputs, .. } => outputs.iter().map(|(h, _)| h.clone()).collect(),
-        GuestTask::Shell | GuestTask::Script(_) => Vec::new(),
-    };
-    let _ = shell;
-    loop {
-        let now = Instant::now();
-        if now >= deadline && exit_code.is_none() {
-            watch.end = End::TimedOut;
-            return Ok(watch);
+    deadline: Instant,
+    outputs: Vec<PathBuf>,
+    decoder: Decoder,
+    buffer: Vec<u8>,
+    watch: Watch,
+}
+
+impl Supervisor<'_> {
+    /// Loops until qemu exits, the timeout passes or a signal arrives.
+    fn run(&mut self) -> anyhow::Result<Watch> {
+        let mut channel_open = true;
+        loop {
+            if let Some(end) = self.deadline_passed() {
+                self.watch.end = end;
+                return Ok(std::mem::take(&mut self.watch));
+            }
+            self.wait_for_input(channel_open)?;
+            if let Ok(Some(info)) = self.signal_fd.read_signal() {
+                let signal = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
+                self.guard.kill();
+                self.watch.end = End::Interrupted(signal);
+                return Ok(std::mem::take(&mut self.watch));
+            }
+            if channel_open {
+                channel_open = drain_channel(self.channel, &mut self.buffer, &mut self.decoder)?;
+                while let Some(frame) = self
+                    .decoder
+                    .next_frame()
+                    .context("reading the report channel")?
+                {
+                    self.handle(frame)?;
+                }
+            }
+            if let Some(status) = self.guard.try_wait()? {
+                if channel_open {
+                    self.collect_last_frames()?;
+                }
+                self.watch.end = End::Exited {
+                    status,
+                    exit_code: self.watch.exit_code,
+                };
+                return Ok(std::mem::take(&mut self.watch));
+            }
         }
-        if exit_seen_at.is_some_and(|t| t.elapsed() > POWER_OFF_GRACE) {
+    }
+
+    /// The timeout (before the guest reported), or the power-off grace
+    /// after it reported.
+    fn deadline_passed(&mut self) -> Option<End> {
+        if Instant::now() >= self.deadline && self.watch.exit_code.is_none() {
+            return Some(End::TimedOut);
+        }
+        if self
+            .watch
+            .exit_seen_at
+            .is_some_and(|t| t.elapsed() > POWER_OFF_GRACE)
+        {
             // The guest reported; it just did not power off in time.
             tracing::warn!("guest did not power off after reporting; stopping qemu");
-            guard.kill();
-            watch.end = End::Exited {
+            self.guard.kill();
+            return Some(End::Exited {
                 status: std::process::ExitStatus::default(),
-                exit_code,
-            };
-            return Ok(watch);
+                exit_code: self.watch.exit_code,
+            });
         }
-        let wait_ms = deadline
-            .saturating_duration_since(now)
+        None
+    }
+
+    /// Waits up to 50 ms for a signal or channel data (qemu's exit is
+    /// polled with `try_wait`).
+    fn wait_for_input(&self, channel_open: bool) -> anyhow::Result<()> {
+        let wait_ms = self
+            .deadline
+            .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(50))
             .as_millis() as u16;
-        let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(self.signal_fd.as_fd(), PollFlags::POLLIN)];
         if channel_open {
-            fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.channel.as_fd(), PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::from(wait_ms.max(1))) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("waiting for the guest"),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(e).context("waiting for the guest"),
         }
-        drop(fds);
-        if let Ok(Some(info)) = signal_fd.read_signal() {
-            let signal = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
-            guard.kill();
-            watch.end = End::Interrupted(signal);
-            return Ok(watch);
-        }
-        if channel_open {
-            channel_open = drain_channel(channel, &mut buffer, &mut decoder)?;
-            while let Some(frame) = decoder.next_frame().context("reading the report channel")? {
-                match frame {
-                    Frame::Ready { uptime_ms } => {
-                        watch.boot_to_init = Some(started.elapsed());
-                        watch.guest_uptime_at_init = Some(Duration::from_millis(uptime_ms));
-                    }
-                    Frame::Stdout(data) => {
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(&data)?;
-                        out.flush()?;
-                    }
-                    Frame::Stderr(data) => {
-                        let mut err = std::io::stderr().lock();
-                        err.write_all(&data)?;
-                        err.flush()?;
-                    }
-                    Frame::File { index, data } => {
-                        let Some(host) = outputs.get(index) else {
-                            watch
-                                .notes
-                                .push(format!("guest sent unknown file #{index}"));
-                            continue;
-                        };
-                        crate::output::write_output("output", host, &data)?;
-                    }
-                    Frame::Note(text) => {
-                        eprintln!("runq: guest: {text}");
-                        watch.notes.push(text);
-                    }
-                    Frame::Exit { code } => {
-                        exit_code = Some(code);
-                        exit_seen_at = Some(Instant::now());
-                    }
-                }
+    }
+
+    fn handle(&mut self, frame: Frame) -> anyhow::Result<()> {
+        match frame {
+            Frame::Ready { uptime_ms } => {
+                self.watch.boot_to_init = Some(self.started.elapsed());
+                self.watch.guest_uptime_at_init = Some(Duration::from_millis(uptime_ms));
+            }
+            Frame::Stdout(data) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&data)?;
+                out.flush()?;
+            }
+            Frame::Stderr(data) => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(&data)?;
+                err.flush()?;
+            }
+            Frame::File { index, data } => match self.outputs.get(index) {
+                Some(host) => crate::output::write_output("output", host, &data)?,
+                None => self
+                    .watch
+                    .notes
+                    .push(format!("guest sent unknown file #{index}")),
+            },
+            Frame::Note(text) => {
+                eprintln!("runq: guest: {text}");
+                self.watch.notes.push(text);
+            }
+            Frame::Exit { code } => {
+                self.watch.exit_code = Some(code);
+                self.watch.exit_seen_at = Some(Instant::now());
             }
         }
-        if let Some(status) = guard.try_wait()? {
-            // Collect whatever qemu wrote before it exited.
-            if channel_open {
-                drain_channel(channel, &mut buffer, &mut decoder)?;
-                while let Ok(Some(frame)) = decoder.next_frame() {
-                    if let Frame::Exit { code } = frame {
-                        exit_code = Some(code);
-                    }
-                }
+        Ok(())
+    }
+
+    /// After qemu exited: the exit frame it may have written last.
+    fn collect_last_frames(&mut self) -> anyhow::Result<()> {
+        drain_channel(self.channel, &mut self.buffer, &mut self.decoder)?;
+        while let Ok(Some(frame)) = self.decoder.next_frame() {
+            if let Frame::Exit { code } = frame {
+                self.watch.exit_code = Some(code);
             }
-            watch.end = End::Exited { status, exit_code };
-            return Ok(watch);
         }
+        Ok(())
     }
 }
 
@@ -873,14 +1011,6 @@ fn drain_channel(
             Err(e) => return Err(e).context("reading the report channel"),
         }
     }
-}
-
-/// The last `count` lines of a file (lossy UTF-8, carriage returns removed).
-pub fn tail_lines(path: &Path, count: usize) -> String {
-    let data = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&data).replace('\r', "");
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
 #[cfg(test)]
