@@ -19,7 +19,10 @@ use crate::topology::{format_cpu_list, Topology};
 
 /// Bumped whenever a field changes meaning or disappears; readers refuse
 /// other versions.
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+///
+/// Version 2: a worker setup's `policy` is written `fifo:50` (was
+/// `fifo(50)`), the spelling of the command line and scenario files.
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 /// At most this many detail lines per failed check in the text summary
 /// (the JSON report keeps them all).

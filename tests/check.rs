@@ -232,8 +232,8 @@ fn fair_share_weighs_cgroups_and_nice() {
     // Nice 19 beside nice 0 on one CPU: 15/1039 of it is fair.
     let mut cg = cgroup("cg0", vec![spin(72, 980, &[0]), spin(73, 14, &[0])]);
     cg.setups = vec![
-        WorkerSetup::from_policy(&SchedPolicy::Normal, 0, Some(vec![0])),
-        WorkerSetup::from_policy(&SchedPolicy::Normal, 19, Some(vec![0])),
+        WorkerSetup::new(SchedPolicy::Normal, 0, Some(vec![0])),
+        WorkerSetup::new(SchedPolicy::Normal, 19, Some(vec![0])),
     ];
     let result = run_checks(&input(vec![cg]), &Thresholds::default());
     assert!(check(&result, "not_starved").passed, "{result:#?}");
@@ -249,8 +249,8 @@ fn sleeping_and_realtime_workers_are_checked_for_progress_only() {
     let mut cg = cgroup("cg0", vec![sleeper, fifo_hog, idle]);
     cg.setups = vec![
         WorkerSetup::default(),
-        WorkerSetup::from_policy(&SchedPolicy::Fifo(50), 0, Some(vec![0])),
-        WorkerSetup::from_policy(&SchedPolicy::Idle, 0, Some(vec![0])),
+        WorkerSetup::new(SchedPolicy::Fifo(50), 0, Some(vec![0])),
+        WorkerSetup::new(SchedPolicy::Idle, 0, Some(vec![0])),
     ];
     let result = run_checks(&input(vec![cg]), &Thresholds::default());
     let c = check(&result, "not_starved");
@@ -449,7 +449,7 @@ fn cpuset_isolation_names_cpus_outside_the_cpuset_and_affinity() {
     );
 
     let mut cg = cgroup("cg0", vec![spin(162, 990, &[0])]);
-    cg.setups = vec![WorkerSetup::new("normal", 0, Some(vec![1]))];
+    cg.setups = vec![WorkerSetup::new(SchedPolicy::Normal, 0, Some(vec![1]))];
     let result = run_checks(&input(vec![cg]), &Thresholds::default());
     let c = check(&result, "cpuset_isolation");
     assert!(!c.passed);
@@ -939,4 +939,72 @@ fn storage_bound_workers_are_not_judged_for_stalls() {
     });
     let result = run_checks(&input(vec![cg]), &Thresholds::default());
     assert!(check(&result, "longest_gap").passed, "{result:#?}");
+}
+
+/// A policy has one spelling: what `--policy` reads is what a scenario file
+/// and a report write, and both read it back.
+#[test]
+fn policy_round_trips_between_cli_scenario_file_and_report() {
+    use runq::scenario::{toml, CgroupDef, Scenario};
+    for text in ["normal", "batch", "idle", "fifo:50", "rr:7"] {
+        let policy: SchedPolicy = text.parse().unwrap();
+        assert_eq!(policy.to_string(), text);
+
+        let scenario = Scenario::named("p").cgroup(CgroupDef::named("cg0").policy(policy.clone()));
+        let file = toml::to_toml_string(&scenario).unwrap();
+        assert!(file.contains(&format!("policy = \"{text}\"")), "{file}");
+        let back = toml::from_toml_str(&file, "p.toml").unwrap();
+        assert_eq!(back.cgroups[0].works[0].policy, policy);
+
+        let mut cg = cgroup("cg0", vec![spin(10, 990, &[0])]);
+        cg.setups = vec![WorkerSetup::new(policy.clone(), 0, None)];
+        let input = input(vec![cg]);
+        let evaluation = evaluate(&RunFacts::new(&input), &Thresholds::default());
+        let topo = Topology::from_spec_str("1n1l2c1t").unwrap();
+        let report = RunReport::new("p", &topo, 1, input, &Thresholds::default(), evaluation);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["cgroups"][0]["setups"][0]["policy"], text);
+        let read = RunReport::from_json(&report.to_json()).unwrap();
+        assert_eq!(read.cgroups[0].setups[0].policy, policy);
+    }
+
+    // The command line uses the same parser: the old report spelling is
+    // rejected there with the one spelling named.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runq"))
+        .args(["workload", "--work", "cpu_spin", "--policy", "fifo(50)"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{stderr}");
+    assert!(
+        stderr.contains("--policy `fifo(50)`: use normal, batch, idle, fifo:PRIO or rr:PRIO"),
+        "{stderr}"
+    );
+}
+
+/// Which work types have a fair share (CPU-bound) and which are not judged
+/// for stalls (storage-bound) is a property of each type.
+#[test]
+fn every_work_type_states_its_demand() {
+    use runq::workload::{Demand, WorkType};
+    let cpu = [
+        "cpu_spin",
+        "yield_heavy",
+        "cache_pressure",
+        "cache_yield",
+        "affinity_churn",
+        "page_fault_churn",
+    ];
+    for name in WorkType::all_names() {
+        let expected = if cpu.contains(name) {
+            Demand::Cpu
+        } else if *name == "io_sync" {
+            Demand::Storage
+        } else {
+            Demand::Waits
+        };
+        assert_eq!(WorkType::demand_of(name), Some(expected), "{name}");
+    }
+    assert_eq!(WorkType::demand_of("custom"), None);
+    assert_eq!(WorkType::demand_of("cpu_spin:x=1"), None);
 }

@@ -1,12 +1,12 @@
 //! `not_starved`: every worker made progress, and every CPU-bound worker got
 //! at least `min_cpu_share` of its fair share of CPU.
 //!
-//!
 //! # Fair share
 //!
-//! Only CPU-bound work types ([`super::CPU_BOUND_TYPES`]: they stay runnable all
-//! the time) have a fair share; every other type sleeps or blocks by design
-//! and is checked for progress only. For a CPU-bound worker `w`:
+//! Only CPU-bound work types (whose [`crate::workload::Demand`] is `Cpu`:
+//! they stay runnable all the time) have a fair share; every other type
+//! sleeps or blocks by design and is checked for progress only. For a
+//! CPU-bound worker `w`:
 //!
 //! - its allowed CPUs `A` are its declared affinity intersected with its
 //!   cgroup's cpuset (either alone when the other is absent; all CPUs when
@@ -45,7 +45,7 @@ use super::workers::{format_set, unreported_note, Entry};
 pub(super) const NAME: &str = "not_starved";
 
 /// The cgroup weight assumed when none is declared (cgroup v2 scale).
-pub const DEFAULT_CGROUP_WEIGHT: u64 = 100;
+pub const DEFAULT_CGROUP_WEIGHT: u64 = crate::cgroup::WEIGHT_DEFAULT as u64;
 
 /// Kernel load weights for nice -20..=19 (`sched_prio_to_weight`).
 const NICE_WEIGHTS: [u32; 40] = [

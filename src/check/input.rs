@@ -11,9 +11,8 @@ use crate::workload::{AffinityIntent, SchedPolicy, WorkerReport, WorkloadConfig}
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSetup {
-    /// Scheduling policy: `normal`, `batch`, `idle`, `fifo` or `rr`
-    /// (a priority suffix such as `fifo(50)` is allowed).
-    pub policy: String,
+    /// Scheduling policy, in its one text spelling (`normal`, `fifo:50`).
+    pub policy: SchedPolicy,
     pub nice: i32,
     /// The CPUs the worker was pinned to, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -30,7 +29,7 @@ pub struct WorkerSetup {
 impl Default for WorkerSetup {
     fn default() -> Self {
         WorkerSetup {
-            policy: "normal".to_string(),
+            policy: SchedPolicy::Normal,
             nice: 0,
             affinity: None,
             started_ms: None,
@@ -40,19 +39,14 @@ impl Default for WorkerSetup {
 }
 
 impl WorkerSetup {
-    /// A setup with a policy label, nice value and optional affinity.
-    pub fn new(policy: &str, nice: i32, affinity: Option<Vec<usize>>) -> Self {
+    /// A setup with a policy, nice value and optional affinity.
+    pub fn new(policy: SchedPolicy, nice: i32, affinity: Option<Vec<usize>>) -> Self {
         WorkerSetup {
-            policy: policy.to_string(),
+            policy,
             nice,
             affinity,
             ..Default::default()
         }
-    }
-
-    /// A setup from the workload engine's policy type.
-    pub fn from_policy(policy: &SchedPolicy, nice: i32, affinity: Option<Vec<usize>>) -> Self {
-        Self::new(&policy_label(policy), nice, affinity)
     }
 
     /// One setup per worker of a workload, in report order. Only exact
@@ -67,38 +61,17 @@ impl WorkerSetup {
                     AffinityIntent::Exact(cpus) => Some(cpus.clone()),
                     _ => None,
                 };
-                std::iter::repeat_n(Self::from_policy(&g.policy, g.nice, affinity), g.workers)
+                std::iter::repeat_n(Self::new(g.policy.clone(), g.nice, affinity), g.workers)
             })
             .collect()
     }
 
     pub(super) fn policy_class(&self) -> PolicyClass {
-        let p = self.policy.to_ascii_lowercase();
-        if p.starts_with("fifo") || p.starts_with("rr") || p.starts_with("round_robin") {
-            PolicyClass::RealTime
-        } else if p.starts_with("idle") {
-            PolicyClass::Idle
-        } else {
-            PolicyClass::Fair
+        match self.policy {
+            SchedPolicy::Fifo(_) | SchedPolicy::RoundRobin(_) => PolicyClass::RealTime,
+            SchedPolicy::Idle => PolicyClass::Idle,
+            SchedPolicy::Normal | SchedPolicy::Batch => PolicyClass::Fair,
         }
-    }
-
-    /// The policy without a priority suffix, lower case.
-    pub(super) fn policy_name(&self) -> String {
-        let p = self.policy.to_ascii_lowercase();
-        let end = p.find(['(', ':', ' ']).unwrap_or(p.len());
-        p[..end].to_string()
-    }
-}
-
-/// The label [`WorkerSetup::policy`] uses for a policy, e.g. `fifo(50)`.
-pub fn policy_label(policy: &SchedPolicy) -> String {
-    match policy {
-        SchedPolicy::Normal => "normal".into(),
-        SchedPolicy::Batch => "batch".into(),
-        SchedPolicy::Idle => "idle".into(),
-        SchedPolicy::Fifo(p) => format!("fifo({p})"),
-        SchedPolicy::RoundRobin(p) => format!("rr({p})"),
     }
 }
 

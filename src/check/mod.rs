@@ -60,12 +60,12 @@ mod thresholds;
 mod workers;
 
 pub use fairness::{cgroup_identity, nice_weight, DEFAULT_CGROUP_WEIGHT};
-pub use input::{policy_label, CgroupRun, CheckInput, ProgressSample, WorkerSetup};
+pub use input::{CgroupRun, CheckInput, ProgressSample, WorkerSetup};
 pub use latency::pooled_percentile;
 pub use outcome::{AssertResult, CheckOutcome};
 pub use stats::{CgroupStats, Stats};
 pub use thresholds::Thresholds;
-pub use workers::{describe_exit, CPU_BOUND_TYPES, STORAGE_BOUND_TYPES};
+pub use workers::describe_exit;
 
 use crate::workload::payload::PayloadReport;
 

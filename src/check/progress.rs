@@ -5,7 +5,8 @@
 use super::input::CheckInput;
 use super::outcome::CheckOutcome;
 use super::thresholds::Thresholds;
-use super::workers::{unreported_note, Entry, STORAGE_BOUND_TYPES};
+use super::workers::{unreported_note, Entry};
+use crate::workload::{Demand, WorkType};
 
 pub(super) const NAME: &str = "longest_gap";
 
@@ -64,7 +65,7 @@ pub(super) fn stalls(input: &CheckInput, entries: &[Entry], t: &Thresholds) -> V
     let all = series(input, entries);
     let mut out = Vec::new();
     for (si, s) in all.iter().enumerate() {
-        if STORAGE_BOUND_TYPES.contains(&s.entry.report.work_type.as_str()) {
+        if WorkType::demand_of(&s.entry.report.work_type) == Some(Demand::Storage) {
             continue;
         }
         let cg = &input.cgroups[s.entry.cgroup];

@@ -32,7 +32,7 @@ pub(super) fn classes(input: &CheckInput, entries: &[Entry]) -> Vec<SpreadClass>
         let key = format!(
             "{} {} nice {} on CPUs {}",
             e.report.work_type,
-            e.setup.policy_name(),
+            e.setup.policy.name(),
             e.setup.nice,
             format_set(&e.allowed)
         );

@@ -7,23 +7,7 @@ use std::collections::BTreeSet;
 use super::fairness::{nice_weight, IDLE_WEIGHT};
 use super::input::{CgroupRun, CheckInput, PolicyClass, WorkerSetup};
 use crate::topology::format_cpu_list;
-use crate::workload::{ExitShape, WorkerReport};
-
-/// Work types that stay runnable for the whole run, so they have a fair
-/// share of CPU and their own longest gap means preemption, not sleep.
-pub const CPU_BOUND_TYPES: &[&str] = &[
-    "cpu_spin",
-    "yield_heavy",
-    "cache_pressure",
-    "cache_yield",
-    "affinity_churn",
-    "page_fault_churn",
-];
-
-/// Work types whose iterations wait on storage: a slow disk, not the
-/// scheduler, stalls them, so their counters are not judged for stalls
-/// (they still count as others advancing).
-pub const STORAGE_BOUND_TYPES: &[&str] = &["io_sync"];
+use crate::workload::{Demand, ExitShape, WorkType, WorkerReport};
 
 /// A worker with what the checks derive about it.
 pub(super) struct Entry<'a> {
@@ -36,6 +20,7 @@ pub(super) struct Entry<'a> {
     pub(super) allowed: BTreeSet<usize>,
     /// It has a real report (not a sentinel).
     pub(super) reported: bool,
+    /// Its work type's [`Demand`] is `Cpu`: it has a fair share.
     pub(super) cpu_bound: bool,
     pub(super) class: PolicyClass,
 }
@@ -110,7 +95,7 @@ pub(super) fn entries(input: &CheckInput) -> Vec<Entry<'_>> {
                 cgroup: ci,
                 index: wi,
                 report,
-                cpu_bound: CPU_BOUND_TYPES.contains(&report.work_type.as_str()),
+                cpu_bound: WorkType::demand_of(&report.work_type) == Some(Demand::Cpu),
                 reported: report.completed,
                 setup,
                 label,

@@ -62,23 +62,8 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 }
 
 fn parse_policy(text: &str) -> anyhow::Result<SchedPolicy> {
-    let bad = || {
-        RunqError::bad_input(format!(
-            "--policy `{text}`: use normal, batch, idle, fifo:PRIO or rr:PRIO (PRIO 1..=99)"
-        ))
-    };
-    let (name, prio) = match text.split_once(':') {
-        Some((n, p)) => (n, Some(p.parse::<u32>().map_err(|_| bad())?)),
-        None => (text, None),
-    };
-    Ok(match (name, prio) {
-        ("normal", None) => SchedPolicy::Normal,
-        ("batch", None) => SchedPolicy::Batch,
-        ("idle", None) => SchedPolicy::Idle,
-        ("fifo", Some(p)) => SchedPolicy::Fifo(p),
-        ("rr", Some(p)) => SchedPolicy::RoundRobin(p),
-        _ => return Err(bad()),
-    })
+    text.parse()
+        .map_err(|e| RunqError::bad_input(format!("--policy {e}")))
 }
 
 /// Build the config from the arguments; every problem is bad input.

@@ -155,7 +155,7 @@ fn shuffle<T>(rng: &mut dyn RngCore, items: &mut [T]) {
 
 /// CFS weight of a worker (kernel's nice table; SCHED_IDLE is 3).
 fn weight(setup: &WorkerSetup) -> u64 {
-    if setup.policy.starts_with("idle") {
+    if setup.policy == SchedPolicy::Idle {
         return 3;
     }
     match setup.nice {
@@ -469,7 +469,7 @@ impl Hooks<'_> {
                         chi > clo,
                     );
                 }
-                let idle = |s: &WorkerSetup| s.policy.starts_with("idle");
+                let idle = |s: &WorkerSetup| s.policy == SchedPolicy::Idle;
                 sometimes(
                     "SCHED_IDLE beside a normal worker on one CPU",
                     idle(&shared.setups[0]) != idle(&shared.setups[1]),

@@ -262,7 +262,8 @@ pub struct WorkSpec {
     pub clone_mode: CloneMode,
     #[serde(default = "default_affinity", with = "forms::AffinityForm")]
     pub affinity: AffinityIntent,
-    #[serde(default = "default_policy", with = "forms::PolicyForm")]
+    /// `"normal"`, `"batch"`, `"idle"`, `"fifo:10"`, `"rr:10"`.
+    #[serde(default = "default_policy")]
     pub policy: SchedPolicy,
     #[serde(default)]
     pub nice: i32,
@@ -649,8 +650,9 @@ pub fn work_to_text(work: &WorkType) -> String {
     text
 }
 
-/// snake_case file forms of the workload enums (`"thread"`, `"idle"`,
-/// `{ fifo = 10 }`, `"single_cpu"`, `{ random_subset = { count = 2 } }`).
+/// snake_case file forms of the workload enums (`"thread"`,
+/// `"single_cpu"`, `{ random_subset = { count = 2 } }`). The policy has its
+/// own text form ([`SchedPolicy`]'s serde), the same as the command line's.
 pub mod forms {
     use super::*;
 
@@ -659,16 +661,6 @@ pub mod forms {
     pub enum CloneModeForm {
         Fork,
         Thread,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    #[serde(remote = "SchedPolicy", rename_all = "snake_case")]
-    pub enum PolicyForm {
-        Normal,
-        Batch,
-        Idle,
-        Fifo(u32),
-        RoundRobin(u32),
     }
 
     #[derive(Serialize, Deserialize)]
@@ -746,7 +738,7 @@ mod tests {
             weight = 200
             works = [
                 { work = "yield_heavy", workers = 2, nice = 5 },
-                { work = "cpu_spin", workers = 1, policy = { fifo = 10 } },
+                { work = "cpu_spin", workers = 1, policy = "fifo:10" },
             ]
             [[cgroups]]
             name = "cg_1"

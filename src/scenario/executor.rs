@@ -350,7 +350,7 @@ impl Batch {
                     .flatten()
                     .map(|b| b.into_iter().collect());
                 let mut setup =
-                    WorkerSetup::from_policy(&work.spec.policy, work.spec.nice, affinity);
+                    WorkerSetup::new(work.spec.policy.clone(), work.spec.nice, affinity);
                 setup.started_ms = Some(started_ms);
                 setup.stopped_ms = Some(stopped_ms);
                 setups.push(setup);

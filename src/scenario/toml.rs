@@ -67,7 +67,7 @@ work = "bursty:burst_ms=5,sleep_ms=5"
 workers = 2
 clone_mode = "thread"
 affinity = { random_subset = { count = 1 } }
-policy = { fifo = 10 }
+policy = "fifo:10"
 [[steps]]
 hold = { loop = { every = "50ms", fraction = 0.5 } }
 [[steps.ops]]
@@ -75,6 +75,22 @@ op = "set_affinity"
 cgroup = "a"
 affinity = "single_cpu"
 "#;
+
+    /// Files written before the policy had one text spelling still read.
+    #[test]
+    fn reads_the_older_policy_tables() {
+        for (table, policy) in [
+            ("{ fifo = 10 }", SchedPolicy::Fifo(10)),
+            ("{ round_robin = 3 }", SchedPolicy::RoundRobin(3)),
+        ] {
+            let text = GOOD.replace(r#""fifo:10""#, table);
+            let s = from_toml_str(&text, "t.toml").unwrap();
+            assert_eq!(s.cgroups[0].works[0].policy, policy, "{table}");
+        }
+        let err =
+            from_toml_str(&GOOD.replace(r#""fifo:10""#, r#""fifo(10)""#), "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("fifo:PRIO"), "{err:#}");
+    }
 
     #[test]
     fn parses_every_form() {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::dsl::{CgroupDef, HoldSpec, Op, Scenario, WorkSpec};
 use super::resolve::{check_affinity, resolve_cpuset};
+use crate::cgroup::{WEIGHT_DEFAULT, WEIGHT_MAX, WEIGHT_MIN};
 use crate::error::RunqError;
 use crate::topology::{format_cpu_list, Topology};
 use crate::workload::{AffinityIntent, WorkType, WorkloadConfig};
@@ -97,9 +98,9 @@ pub fn problems(scenario: &Scenario, topo: &Topology) -> Vec<String> {
             cpusets.insert(&def.name, parent_cpus);
         }
         if let Some(weight) = def.weight {
-            if !(1..=10_000).contains(&weight) {
+            if !(WEIGHT_MIN..=WEIGHT_MAX).contains(&weight) {
                 out.push(format!(
-                    "{at}.weight: {weight} is outside 1..=10000 (100 is the default)"
+                    "{at}.weight: {weight} is outside {WEIGHT_MIN}..={WEIGHT_MAX} ({WEIGHT_DEFAULT} is the default)"
                 ));
             }
         }

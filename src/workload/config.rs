@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::RunqError;
 
 use super::bodies::WorkerContext;
+use super::policy::SchedPolicy;
 
 /// How workers are created: one process each, or threads inside one host
 /// process per group (the controller itself never starts threads).
@@ -18,18 +19,6 @@ use super::bodies::WorkerContext;
 pub enum CloneMode {
     Fork,
     Thread,
-}
-
-/// Scheduling policy applied by each worker to itself before the start.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum SchedPolicy {
-    Normal,
-    Batch,
-    Idle,
-    /// SCHED_FIFO with a priority in 1..=99.
-    Fifo(u32),
-    /// SCHED_RR with a priority in 1..=99.
-    RoundRobin(u32),
 }
 
 /// NUMA memory policy applied by each worker to itself (set_mempolicy).
@@ -128,6 +117,22 @@ impl<'de> Deserialize<'de> for CustomWork {
             "a Custom work type holds code and cannot be read from data; use one of the named work types",
         ))
     }
+}
+
+/// What keeps a work type's workers from running all the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Demand {
+    /// Runnable for the whole run: it has a fair share of CPU, and its own
+    /// longest gap means preemption, not sleep.
+    Cpu,
+    /// Sleeps, yields to partners or blocks by design: judged on progress,
+    /// not on its share of CPU.
+    Waits,
+    /// Waits on storage: a slow disk, not the scheduler, stalls it, so its
+    /// counter is not judged for stalls (it still counts as others
+    /// advancing).
+    Storage,
 }
 
 /// What each worker does in its loop.
@@ -283,6 +288,45 @@ impl WorkType {
             WorkType::WakeChain { depth } => *depth,
             _ => 1,
         }
+    }
+
+    /// What keeps this work type's workers off the CPU, which decides how
+    /// the checks judge them. Every work type states it.
+    pub fn demand(&self) -> Demand {
+        match self {
+            WorkType::CpuSpin
+            | WorkType::YieldHeavy
+            | WorkType::CachePressure { .. }
+            | WorkType::CacheYield
+            | WorkType::AffinityChurn { .. }
+            | WorkType::PageFaultChurn { .. } => Demand::Cpu,
+            WorkType::IoSync => Demand::Storage,
+            // Sleeps, partners, children, or a policy that drops to idle.
+            WorkType::Mixed
+            | WorkType::Bursty { .. }
+            | WorkType::PipeIo { .. }
+            | WorkType::FutexPingPong { .. }
+            | WorkType::FutexFanOut { .. }
+            | WorkType::FanOutCompute { .. }
+            | WorkType::CachePipe
+            | WorkType::Sequence { .. }
+            | WorkType::ForkExit
+            | WorkType::NiceSweep
+            | WorkType::PolicyChurn { .. }
+            | WorkType::MutexContention { .. }
+            | WorkType::WakeChain { .. } => Demand::Waits,
+            // Code of unknown shape: judged on progress only.
+            WorkType::Custom(_) => Demand::Waits,
+        }
+    }
+
+    /// The [`Demand`] of the work type a report names (its [`Self::name`]);
+    /// `None` for `custom` and names this runq does not know.
+    pub fn demand_of(name: &str) -> Option<Demand> {
+        if name.contains(':') {
+            return None;
+        }
+        WorkType::parse_cli(name).ok().map(|w| w.demand())
     }
 
     /// Whether the body is pure computation, so per-iteration cost samples

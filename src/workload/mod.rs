@@ -13,6 +13,7 @@ mod bodies;
 mod config;
 mod handle;
 pub mod payload;
+mod policy;
 pub mod ready;
 mod report;
 mod shm;
@@ -21,10 +22,11 @@ mod worker;
 
 pub use bodies::{spin, WorkerContext, SPIN_CHUNK};
 pub use config::{
-    allowed_cpus, online_nodes, AffinityIntent, CloneMode, CustomWork, MemPolicy, Phase,
-    SchedPolicy, WorkGroup, WorkType, WorkloadConfig, CLI_FORMS,
+    allowed_cpus, online_nodes, AffinityIntent, CloneMode, CustomWork, Demand, MemPolicy, Phase,
+    WorkGroup, WorkType, WorkloadConfig, CLI_FORMS,
 };
 pub use handle::WorkloadHandle;
+pub use policy::SchedPolicy;
 pub use report::{
     ExitShape, Gap, Migration, WorkerReport, ITERATION_COST_CAP, MIGRATION_EVENTS_CAP,
     WAKE_LATENCY_CAP,

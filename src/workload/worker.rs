@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::bodies::{run_body, set_own_policy, BodyEnv, WorkerContext};
-use super::config::{MemPolicy, SchedPolicy, WorkType};
+use super::config::{MemPolicy, WorkType};
+use super::policy::SchedPolicy;
 use super::report::{ExitShape, WorkerReport};
 use super::shm::{futex_wait, futex_wake, Shm};
 use super::telemetry::Telemetry;
