@@ -17,10 +17,14 @@ pub mod report;
 pub mod scenario;
 pub mod scratch;
 pub mod snapshot;
+pub mod test;
 pub mod topology;
 pub mod trace;
 pub mod vm;
 pub mod workload;
+
+/// `#[runq::test(...)]`: see the [`test`](mod@test) module.
+pub use runq_macros::test;
 
 /// What a test or a tool that runs scenarios needs, in one import:
 /// `use runq::prelude::*;`.

@@ -22,6 +22,11 @@ pub enum Frame {
     Note(String),
     /// The guest command finished with this exit code.
     Exit { code: i32 },
+    /// Test case number `index` of the plan starts; output frames until
+    /// its [`Frame::CaseEnd`] belong to it.
+    CaseStart { index: usize },
+    /// Test case number `index` ended with this exit code.
+    CaseEnd { index: usize, code: i32 },
 }
 
 const MAGIC: &[u8] = b"@runq:";
@@ -32,6 +37,7 @@ pub const MAX_PAYLOAD: usize = 256 << 20;
 
 /// Encodes a frame for the wire.
 pub fn encode(frame: &Frame) -> Vec<u8> {
+    let code_text: String;
     let (kind, arg, payload): (&str, String, &[u8]) = match frame {
         Frame::Ready { uptime_ms } => ("ready", uptime_ms.to_string(), &[]),
         Frame::Stdout(data) => ("out", String::new(), data),
@@ -39,6 +45,11 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
         Frame::File { index, data } => ("file", index.to_string(), data),
         Frame::Note(text) => ("note", String::new(), text.as_bytes()),
         Frame::Exit { code } => ("exit", code.to_string(), &[]),
+        Frame::CaseStart { index } => ("case", index.to_string(), &[]),
+        Frame::CaseEnd { index, code } => {
+            code_text = code.to_string();
+            ("done", index.to_string(), code_text.as_bytes())
+        }
     };
     let mut out = format!("@runq:{kind}:{arg}:{}\n", payload.len()).into_bytes();
     out.extend_from_slice(payload);
@@ -131,6 +142,15 @@ impl Decoder {
             "exit" => Frame::Exit {
                 code: number("exit code")? as i32,
             },
+            "case" => Frame::CaseStart {
+                index: number("case index")?.max(0) as usize,
+            },
+            "done" => Frame::CaseEnd {
+                index: number("case index")?.max(0) as usize,
+                code: String::from_utf8_lossy(&payload)
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("frame done: bad exit code"))?,
+            },
             other => bail!("unknown frame kind {other:?}"),
         }))
     }
@@ -155,6 +175,11 @@ mod tests {
                 data: b"{\"ok\":true}".to_vec(),
             },
             Frame::Note("mounted".into()),
+            Frame::CaseStart { index: 1 },
+            Frame::CaseEnd {
+                index: 1,
+                code: 101,
+            },
             Frame::Exit { code: -3 },
         ];
         let mut wire = b"\r\n\x00garbage".to_vec();

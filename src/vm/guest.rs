@@ -56,6 +56,10 @@ pub enum PlanMode {
     Script { script: String },
     /// Run an interactive busybox shell on the console.
     Shell,
+    /// Run test cases of the test binary that is `/init`, one after
+    /// another in this boot, resetting the guest between them (see
+    /// [`super::guest_cases`]).
+    Cases { cases: Vec<String> },
 }
 
 /// Whether this process is the guest's init: pid 1 with a plan in place.
@@ -128,6 +132,7 @@ fn run_init(channel: Option<&mut std::fs::File>) -> anyhow::Result<()> {
             run_streamed(&plan, command, Some(stdin), channel)?
         }
         PlanMode::Shell => run_shell(&plan)?,
+        PlanMode::Cases { cases } => super::guest_cases::run_cases(&plan, cases, channel)?,
     };
     for (index, output) in plan.outputs.iter().enumerate() {
         if let Ok(data) = std::fs::read(output) {
@@ -139,7 +144,7 @@ fn run_init(channel: Option<&mut std::fs::File>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mount_filesystems() -> anyhow::Result<()> {
+pub(super) fn mount_filesystems() -> anyhow::Result<()> {
     let plain = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mounts: [(&str, &str, MsFlags, Option<&str>); 5] = [
         ("proc", "/proc", plain, None),
@@ -239,7 +244,7 @@ fn exit_code_of(status: WaitStatus) -> Option<i32> {
 
 /// Reaps every exited process (init inherits orphans); returns the exit
 /// code of `child` if it was among them.
-fn reap(child: Pid) -> Option<i32> {
+pub(super) fn reap(child: Pid) -> Option<i32> {
     let mut code = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -255,7 +260,7 @@ fn reap(child: Pid) -> Option<i32> {
 
 /// Runs `command` with its stdout and stderr streamed over the channel;
 /// returns its exit code (128+N when killed by signal N).
-fn run_streamed(
+pub(super) fn run_streamed(
     plan: &Plan,
     mut command: std::process::Command,
     stdin: Option<std::fs::File>,

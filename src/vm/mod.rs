@@ -8,12 +8,14 @@
 //! * [`qemu`]: accelerator, qemu arguments (topology, NUMA memory), the run
 //!   itself with timeout, console capture and report channel.
 //! * [`guest`]: what runq does as the guest's init.
+//! * [`guest_cases`]: several test cases in one boot, the guest reset between them.
 //! * [`channel`]: the framing on the report serial port.
 //! * [`console`]: the guest kernel's panic/oops report and kept consoles.
 
 pub mod channel;
 pub mod console;
 pub mod guest;
+pub mod guest_cases;
 pub mod initramfs;
 pub mod kernel;
 pub mod qemu;

@@ -181,6 +181,9 @@ pub enum GuestTask {
     Shell,
     /// A shell script run non-interactively, output streamed back.
     Script(String),
+    /// Test cases of the test binary given as `runq_exe`, run one after
+    /// another in this boot; their frames go to the caller's [`FrameSink`].
+    Cases(Vec<String>),
 }
 
 impl GuestTask {
@@ -188,8 +191,44 @@ impl GuestTask {
     fn output_paths(&self) -> Vec<PathBuf> {
         match self {
             GuestTask::Command { outputs, .. } => outputs.iter().map(|(h, _)| h.clone()).collect(),
-            GuestTask::Shell | GuestTask::Script(_) => Vec::new(),
+            GuestTask::Shell | GuestTask::Script(_) | GuestTask::Cases(_) => Vec::new(),
         }
+    }
+}
+
+/// Receives the frames a guest sends about its command: output, files,
+/// test cases. (Readiness, notes and the exit code are handled by the
+/// supervisor itself.)
+pub trait FrameSink {
+    fn frame(&mut self, frame: Frame) -> anyhow::Result<()>;
+}
+
+/// The sink of `runq vm`: output goes to this process's stdout and stderr,
+/// files to the host paths of [`GuestTask::Command`]'s outputs.
+struct StdioSink {
+    outputs: Vec<PathBuf>,
+}
+
+impl FrameSink for StdioSink {
+    fn frame(&mut self, frame: Frame) -> anyhow::Result<()> {
+        match frame {
+            Frame::Stdout(data) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&data)?;
+                out.flush()?;
+            }
+            Frame::Stderr(data) => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(&data)?;
+                err.flush()?;
+            }
+            Frame::File { index, data } => match self.outputs.get(index) {
+                Some(host) => crate::output::write_output("output", host, &data)?,
+                None => tracing::warn!("guest sent unknown file #{index}"),
+            },
+            other => tracing::warn!("unexpected frame from the guest: {other:?}"),
+        }
+        Ok(())
     }
 }
 
@@ -475,6 +514,12 @@ fn guest_plan(task: &GuestTask, cwd: String) -> Plan {
             outputs.iter().map(|(_, guest)| guest.clone()).collect(),
         ),
         GuestTask::Shell => (PlanMode::Shell, Vec::new()),
+        GuestTask::Cases(cases) => (
+            PlanMode::Cases {
+                cases: cases.clone(),
+            },
+            Vec::new(),
+        ),
         GuestTask::Script(script) => (
             PlanMode::Script {
                 script: script.clone(),
@@ -506,7 +551,7 @@ fn kernel_command_line(config: &VmConfig) -> String {
     append.join(" ")
 }
 
-fn which_qemu() -> anyhow::Result<PathBuf> {
+pub fn which_qemu() -> anyhow::Result<PathBuf> {
     let name = std::env::var_os("RUNQ_QEMU").unwrap_or_else(|| QEMU_BINARY.into());
     let name = PathBuf::from(name);
     if name.components().count() > 1 {
@@ -563,6 +608,19 @@ pub fn run(config: &VmConfig) -> anyhow::Result<VmOutcome> {
 
 /// Like [`run`] for an already prepared boot.
 pub fn run_prepared(config: &VmConfig, boot: &PreparedBoot) -> anyhow::Result<VmOutcome> {
+    let mut sink = StdioSink {
+        outputs: config.task.output_paths(),
+    };
+    run_prepared_with(config, boot, &mut sink)
+}
+
+/// Like [`run_prepared`], with the guest's output, files and test-case
+/// frames delivered to `sink`.
+pub fn run_prepared_with(
+    config: &VmConfig,
+    boot: &PreparedBoot,
+    sink: &mut dyn FrameSink,
+) -> anyhow::Result<VmOutcome> {
     let shell = matches!(config.task, GuestTask::Shell);
     let mut files = RunFiles::create(config, boot)?;
     let mut command = qemu_command(boot, &files, shell)?;
@@ -579,7 +637,7 @@ pub fn run_prepared(config: &VmConfig, boot: &PreparedBoot) -> anyhow::Result<Vm
             signal_fd,
             started,
             deadline: started + config.timeout,
-            outputs: config.task.output_paths(),
+            sink,
             decoder: Decoder::new(),
             buffer: vec![0u8; 64 * 1024],
             watch: Watch::default(),
@@ -864,7 +922,7 @@ struct Supervisor<'a> {
     signal_fd: &'a SignalFd,
     started: Instant,
     deadline: Instant,
-    outputs: Vec<PathBuf>,
+    sink: &'a mut dyn FrameSink,
     decoder: Decoder,
     buffer: Vec<u8>,
     watch: Watch,
@@ -955,23 +1013,6 @@ impl Supervisor<'_> {
                 self.watch.boot_to_init = Some(self.started.elapsed());
                 self.watch.guest_uptime_at_init = Some(Duration::from_millis(uptime_ms));
             }
-            Frame::Stdout(data) => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&data)?;
-                out.flush()?;
-            }
-            Frame::Stderr(data) => {
-                let mut err = std::io::stderr().lock();
-                err.write_all(&data)?;
-                err.flush()?;
-            }
-            Frame::File { index, data } => match self.outputs.get(index) {
-                Some(host) => crate::output::write_output("output", host, &data)?,
-                None => self
-                    .watch
-                    .notes
-                    .push(format!("guest sent unknown file #{index}")),
-            },
             Frame::Note(text) => {
                 eprintln!("runq: guest: {text}");
                 self.watch.notes.push(text);
@@ -980,6 +1021,7 @@ impl Supervisor<'_> {
                 self.watch.exit_code = Some(code);
                 self.watch.exit_seen_at = Some(Instant::now());
             }
+            other => self.sink.frame(other)?,
         }
         Ok(())
     }
@@ -988,8 +1030,10 @@ impl Supervisor<'_> {
     fn collect_last_frames(&mut self) -> anyhow::Result<()> {
         drain_channel(self.channel, &mut self.buffer, &mut self.decoder)?;
         while let Ok(Some(frame)) = self.decoder.next_frame() {
-            if let Frame::Exit { code } = frame {
-                self.watch.exit_code = Some(code);
+            match frame {
+                Frame::Exit { code } => self.watch.exit_code = Some(code),
+                Frame::Ready { .. } | Frame::Note(_) => {}
+                other => self.sink.frame(other)?,
             }
         }
         Ok(())

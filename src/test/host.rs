@@ -1,0 +1,169 @@
+//! `host = true` cases: whether this host can provide the case's topology
+//! and scheduler, and running the body on the host in a child process (the
+//! test binary again, for exactly this case).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::case::Case;
+use super::child::RESULT_ENV;
+use super::failure::CaseRun;
+use super::outcome::CaseResult;
+use crate::topology::{TopoSpec, Topology};
+
+/// Why a case cannot run here. Under `CI=true` only `topology_too_large`
+/// is an acceptable reason to skip: CI provides schedulers and kernels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub reason: String,
+    pub topology_too_large: bool,
+}
+
+/// Whether the host lacks what a `host = true` case needs.
+pub fn skip_reason(case: &Case, host: &Topology) -> Option<Skip> {
+    if let Some(why) = topology_shortfall(&case.topology, host) {
+        return Some(Skip {
+            reason: why,
+            topology_too_large: true,
+        });
+    }
+    let scheduler = case.def.scheduler?;
+    if !Path::new("/sys/kernel/sched_ext").is_dir() {
+        return Some(Skip {
+            reason: format!(
+                "the host kernel {} has no sched_ext (/sys/kernel/sched_ext is missing), so \
+                 {scheduler} cannot attach; boot a kernel with CONFIG_SCHED_CLASS_EXT=y or drop \
+                 `host = true` to run it in a VM",
+                crate::report::kernel_release()
+            ),
+            topology_too_large: false,
+        });
+    }
+    if let Err(err) = find_scheduler(scheduler) {
+        return Some(Skip {
+            reason: format!("{err:#}"),
+            topology_too_large: false,
+        });
+    }
+    None
+}
+
+/// Why `host` cannot provide `wanted`, if it cannot: fewer NUMA nodes,
+/// LLCs, cores, CPUs or SMT siblings than the case asks for.
+pub fn topology_shortfall(wanted: &TopoSpec, host: &Topology) -> Option<String> {
+    let have = host.spec();
+    let cores_per_llc_max = have.cores_per_llc;
+    let shortfalls = [
+        ("NUMA nodes", host.nodes().len(), wanted.nodes),
+        ("LLCs", host.llcs().len(), wanted.total_llcs()),
+        ("cores", host.cores().len(), wanted.total_cores()),
+        ("CPUs", host.num_cpus(), wanted.total_cpus()),
+        (
+            "threads per core",
+            have.threads_per_core,
+            wanted.threads_per_core,
+        ),
+        ("cores per LLC", cores_per_llc_max, wanted.cores_per_llc),
+    ];
+    let missing: Vec<String> = shortfalls
+        .iter()
+        .filter(|(_, have, want)| have < want)
+        .map(|(what, have, want)| format!("{want} {what} (it has {have})"))
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "topology {wanted} is larger than this host ({}): the case needs {}",
+            have,
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Finds a scheduler binary: a path, else runq's scheduler cache
+/// (`schedulers/bin/`), else `PATH`.
+pub fn find_scheduler(name: &str) -> anyhow::Result<PathBuf> {
+    let named = Path::new(name);
+    if named.components().count() > 1 {
+        return if named.is_file() {
+            Ok(named.to_path_buf())
+        } else {
+            Err(crate::error::RunqError::environment(format!(
+                "scheduler {name}: no such file"
+            )))
+        };
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Ok(cache) = crate::vm::initramfs::cache_dir() {
+        dirs.push(cache.join("schedulers").join("bin"));
+    }
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            crate::error::RunqError::environment(format!(
+                "scheduler {name} not found in runq's scheduler cache or on PATH; install it with \
+                 `cargo install --locked --root ~/.cache/runq/schedulers scx_{}` (or put it on PATH)",
+                name.trim_start_matches("scx_")
+            ))
+        })
+}
+
+/// Runs the case's body on the host in a child process and collects its
+/// result and output. A child that hangs past the case's timeout is
+/// killed.
+pub fn run_on_host(case: &Case) -> anyhow::Result<CaseRun> {
+    let dir = tempfile::Builder::new().prefix("runq-case-").tempdir()?;
+    let result_path = dir.path().join("result.json");
+    let output_path = dir.path().join("output.log");
+    let output = std::fs::File::create(&output_path)?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args([case.name.as_str(), "--exact", "--quiet", "--test-threads=1"])
+        .env(RESULT_ENV, &result_path)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone()?)
+        .stderr(output);
+    let started = Instant::now();
+    let mut child = crate::vm::qemu::spawn_tied_to_parent(&mut command)?;
+    let deadline = started + case.timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output =
+        String::from_utf8_lossy(&std::fs::read(&output_path).unwrap_or_default()).into_owned();
+    let result = std::fs::read_to_string(&result_path)
+        .ok()
+        .map(|text| CaseResult::from_json(&text))
+        .transpose()?;
+    let error = match (&result, status) {
+        (Some(_), _) => None,
+        (None, None) => Some(format!(
+            "the body did not finish within {:.0}s and was killed",
+            case.timeout.as_secs_f64()
+        )),
+        (None, Some(status)) => Some(format!(
+            "the case's process ended ({status}) without a result"
+        )),
+    };
+    Ok(CaseRun {
+        result,
+        output,
+        error,
+        console_tail: None,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,62 @@
+//! Fixture test binary for tests/runq_test.rs: `#[runq::test]` functions
+//! covering the attribute's forms, run through runq's own harness. It is a
+//! `test = false` target: tests/runq_test.rs builds it and drives it with
+//! libtest's command line (`--list`, `--exact`), checking names, skips,
+//! host runs and a VM run.
+
+use runq::report::RunReport;
+use runq::scenario::catalog;
+use runq::test::Context;
+
+/// Names: 4 topologies x 2 profiles = 8 cases (listed, never run here).
+#[runq::test(
+    gauntlet = "small",
+    scheduler = "scx_bpfland",
+    profiles = { default = [], lowlat = ["--lowlatency"] },
+    kernel = "sched_ext",
+    duration = "1s"
+)]
+fn listed_only(ctx: &mut Context) -> anyhow::Result<RunReport> {
+    ctx.run(&catalog::find("steady").expect("the catalog has steady"))
+}
+
+/// Runs on the host, on any host with 1 CPU; the default checks decide.
+#[runq::test(host = true, topology = "1n1l1c1t", duration = "500ms")]
+fn host_steady(ctx: &mut Context) -> anyhow::Result<RunReport> {
+    ctx.run(&catalog::find("steady").expect("the catalog has steady"))
+}
+
+/// Asks for more than any CI machine here has: skipped with its reason.
+#[runq::test(host = true, topology = "4n2l4c2t")]
+fn host_too_large(_ctx: &mut Context) -> anyhow::Result<()> {
+    anyhow::bail!("a case that is skipped must never run")
+}
+
+/// A body that asserts on the topology it runs on.
+#[runq::test(host = true, topology = "1n1l1c1t")]
+fn host_asserts(ctx: &mut Context) {
+    assert!(ctx.topology().num_cpus() >= 1);
+    assert_eq!(ctx.profile(), "default");
+}
+
+/// A body that fails: the harness must print its message and the rerun line.
+#[runq::test(host = true, topology = "1n1l1c1t")]
+fn host_fails(_ctx: &mut Context) -> anyhow::Result<()> {
+    anyhow::bail!("this body fails on purpose")
+}
+
+/// In a VM (no scheduler): the body sees the requested topology.
+#[runq::test(topology = "1n2l1c1t", duration = "500ms")]
+fn vm_topology(ctx: &mut Context) -> anyhow::Result<RunReport> {
+    let spec = ctx.topology().spec();
+    anyhow::ensure!(
+        spec == ctx.topology_spec(),
+        "the guest sees {spec}, the case asked for {}",
+        ctx.topology_spec()
+    );
+    ctx.run(&catalog::find("steady").expect("the catalog has steady"))
+}
+
+fn main() {
+    runq::test::main()
+}
