@@ -57,6 +57,19 @@ fn vm_topology(ctx: &mut Context) -> anyhow::Result<RunReport> {
     ctx.run(&catalog::find("steady").expect("the catalog has steady"))
 }
 
+/// Every preset expands to its topologies (listed, never run here).
+#[runq::test(gauntlet = "small")]
+fn preset_small(_ctx: &mut Context) {}
+
+#[runq::test(gauntlet = "medium")]
+fn preset_medium(_ctx: &mut Context) {}
+
+#[runq::test(gauntlet = "smt")]
+fn preset_smt(_ctx: &mut Context) {}
+
+#[runq::test(gauntlet = "numa")]
+fn preset_numa(_ctx: &mut Context) {}
+
 fn main() {
     runq::test::main()
 }

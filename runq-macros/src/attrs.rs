@@ -201,6 +201,7 @@ impl TestAttrs {
         let mut seen: BTreeSet<String> = BTreeSet::new();
         let mut topology_key: Option<Ident> = None;
         let mut profiles_key: Option<Ident> = None;
+        let mut vm_only_key: Option<Ident> = None;
         for item in raw.0 {
             let key = item.key.to_string();
             if !seen.insert(key.clone()) {
@@ -236,7 +237,10 @@ impl TestAttrs {
                     attrs.profiles = resolve_profiles(&item.value)?;
                     profiles_key = Some(item.key.clone());
                 }
-                "kernel" => attrs.kernel = Some(non_empty(&key, &item.value)?),
+                "kernel" => {
+                    attrs.kernel = Some(non_empty(&key, &item.value)?);
+                    vm_only_key.get_or_insert(item.key.clone());
+                }
                 "duration" | "timeout" => {
                     let lit = expect_str(&key, &item.value)?;
                     check_duration(&key, &lit)?;
@@ -250,6 +254,7 @@ impl TestAttrs {
                     let lit = expect_str(&key, &item.value)?;
                     check_memory(&lit)?;
                     attrs.memory = Some(lit.value());
+                    vm_only_key.get_or_insert(item.key.clone());
                 }
                 "host" => match &item.value {
                     RawValue::Bool(b) => attrs.host = b.value,
@@ -267,18 +272,13 @@ impl TestAttrs {
                 ));
             }
         }
-        if attrs.host {
-            for (key, given) in [
-                ("kernel", attrs.kernel.is_some()),
-                ("memory", attrs.memory.is_some()),
-            ] {
-                if given {
-                    return Err(error(
-                        Span::call_site(),
-                        format!("`{key}` describes the VM; a `host = true` test runs on the host's kernel and memory"),
-                    ));
-                }
-            }
+        if let (true, Some(key)) = (attrs.host, &vm_only_key) {
+            return Err(error(
+                key.span(),
+                format!(
+                    "`{key}` describes the VM; a `host = true` test runs on the host's kernel and memory"
+                ),
+            ));
         }
         if attrs.topologies.is_empty() {
             attrs.topologies.push(DEFAULT_TOPOLOGY.to_string());

@@ -6,7 +6,8 @@
 //! VM, one boot (`RUNQ_BOOT_ESTIMATE` seconds, else a figure for KVM or
 //! TCG); with shared boots only the first case of a group pays the boot.
 //! Cases are taken greedily: the one adding the most uncovered topologies
-//! and profiles, then the one whose function has run least, then by name.
+//! and profiles, then the cheapest, then the one whose function has run
+//! least, then by name.
 //! When every topology and profile is covered a new round starts. Cases
 //! that do not fit are skipped and listed; the same cases, environment and
 //! machine give the same selection in every process (nextest runs each
@@ -109,7 +110,12 @@ pub fn select(cases: &[Case], budget: Duration, boot: Duration, shared: bool) ->
                 let new = usize::from(!covered_topologies.contains(&c.topology.to_string()))
                     + usize::from(!covered_profiles.contains(c.profile));
                 let runs = runs_of.get(&c.function()).copied().unwrap_or(0);
-                (new, std::cmp::Reverse(runs), std::cmp::Reverse(*order))
+                (
+                    new,
+                    std::cmp::Reverse(cost(c, &booted)),
+                    std::cmp::Reverse(runs),
+                    std::cmp::Reverse(*order),
+                )
             })
             .map(|(index, _)| index);
         let Some(index) = best else { break };
@@ -131,5 +137,108 @@ pub fn select(cases: &[Case], budget: Duration, boot: Duration, shared: bool) ->
         selected,
         skipped,
         estimate: spent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test::{case::expand, Context, Outcome, TestDef};
+
+    fn body(_: &mut Context) -> Outcome {
+        Outcome::Asserted
+    }
+
+    const fn def(name: &'static str, duration: &'static str) -> TestDef {
+        TestDef {
+            name,
+            module: "suite",
+            file: "suite.rs",
+            line: 1,
+            topologies: &["1n1l2c1t", "1n2l2c1t", "1n1l2c2t", "2n1l2c1t"],
+            scheduler: Some("scx_bpfland"),
+            profiles: &[("default", &[]), ("lowlat", &["--lowlatency"])],
+            kernel: None,
+            duration: Some(duration),
+            memory: None,
+            timeout: None,
+            host: false,
+            expect_fail: None,
+            body,
+        }
+    }
+
+    static SPREAD: TestDef = def("spread", "2s");
+    static WAKE: TestDef = def("wake", "2s");
+    static SLOW: TestDef = def("slow", "8s");
+
+    fn cases() -> Vec<Case> {
+        let mut cases: Vec<Case> = [&SPREAD, &WAKE, &SLOW]
+            .into_iter()
+            .flat_map(|d| expand(d).unwrap())
+            .collect();
+        cases.sort_by(|a, b| a.name.cmp(&b.name));
+        cases
+    }
+
+    fn coverage(cases: &[Case], names: &[String]) -> (BTreeSet<String>, BTreeSet<&'static str>) {
+        let chosen: Vec<&Case> = cases.iter().filter(|c| names.contains(&c.name)).collect();
+        (
+            chosen.iter().map(|c| c.topology.to_string()).collect(),
+            chosen.iter().map(|c| c.profile).collect(),
+        )
+    }
+
+    #[test]
+    fn a_small_budget_covers_every_topology_and_profile_first() {
+        let cases = cases();
+        let boot = Duration::from_secs(20);
+        // 24 cases; 4 of them cost 4 x 22 s = 88 s.
+        let plan = select(&cases, Duration::from_secs(90), boot, false);
+        assert_eq!(plan.selected.len(), 4, "{plan:?}");
+        let (topologies, profiles) = coverage(&cases, &plan.selected);
+        assert_eq!(topologies.len(), 4, "{plan:?}");
+        assert_eq!(profiles.len(), 2, "{plan:?}");
+        assert_eq!(plan.selected.len() + plan.skipped.len(), cases.len());
+        assert!(plan.estimate <= Duration::from_secs(90));
+        // Deterministic: the same input gives the same plan.
+        assert_eq!(plan, select(&cases, Duration::from_secs(90), boot, false));
+    }
+
+    #[test]
+    fn no_topology_repeats_before_all_are_covered() {
+        let cases = cases();
+        let plan = select(
+            &cases,
+            Duration::from_secs(200),
+            Duration::from_secs(20),
+            false,
+        );
+        let first_four: Vec<String> = plan.selected[..4].to_vec();
+        let (topologies, _) = coverage(&cases, &first_four);
+        assert_eq!(topologies.len(), 4, "{plan:?}");
+        let (topologies, _) = coverage(&cases, &plan.selected[4..8]);
+        assert_eq!(topologies.len(), 4, "second round: {plan:?}");
+        // Equally cheap functions take turns.
+        let functions: BTreeSet<&str> = plan.selected[..4]
+            .iter()
+            .map(|n| n.split("::").next().unwrap())
+            .collect();
+        assert_eq!(functions, BTreeSet::from(["spread", "wake"]), "{plan:?}");
+    }
+
+    #[test]
+    fn shared_boots_fit_more_cases_and_everything_fits_a_large_budget() {
+        let cases = cases();
+        let boot = Duration::from_secs(20);
+        let alone = select(&cases, Duration::from_secs(120), boot, false);
+        let shared = select(&cases, Duration::from_secs(120), boot, true);
+        assert!(
+            shared.selected.len() > alone.selected.len(),
+            "{alone:?} {shared:?}"
+        );
+        let all = select(&cases, Duration::from_secs(3600), boot, false);
+        assert!(all.skipped.is_empty());
+        assert_eq!(all.selected.len(), cases.len());
     }
 }

@@ -12,6 +12,9 @@ use super::failure::CaseRun;
 use super::outcome::CaseResult;
 use crate::topology::{TopoSpec, Topology};
 
+/// Temporary directories of host cases (result file, output).
+const CASE_DIR_PREFIX: &str = "runq-case";
+
 /// Why a case cannot run here. Under `CI=true` only `topology_too_large`
 /// is an acceptable reason to skip: CI provides schedulers and kernels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +99,8 @@ pub fn find_scheduler(name: &str) -> anyhow::Result<PathBuf> {
         };
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Ok(cache) = crate::vm::initramfs::cache_dir() {
-        dirs.push(cache.join("schedulers").join("bin"));
+    if let Ok(schedulers) = crate::cache::schedulers_dir() {
+        dirs.push(schedulers.join("bin"));
     }
     dirs.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
@@ -118,7 +121,8 @@ pub fn find_scheduler(name: &str) -> anyhow::Result<PathBuf> {
 /// result and output. A child that hangs past the case's timeout is
 /// killed.
 pub fn run_on_host(case: &Case) -> anyhow::Result<CaseRun> {
-    let dir = tempfile::Builder::new().prefix("runq-case-").tempdir()?;
+    crate::scratch::reap(&std::env::temp_dir(), CASE_DIR_PREFIX);
+    let dir = crate::scratch::dir_in(&std::env::temp_dir(), CASE_DIR_PREFIX)?;
     let result_path = dir.path().join("result.json");
     let output_path = dir.path().join("output.log");
     let output = std::fs::File::create(&output_path)?;

@@ -13,6 +13,8 @@ use crate::vm::channel::Frame;
 use crate::vm::qemu::{self, FrameSink};
 use crate::vm::{GuestTask, VmConfig};
 
+/// Temporary directories of case boots (the console log).
+const BOOT_DIR_PREFIX: &str = "runq-cases";
 /// Console lines shown with a failed case.
 const CONSOLE_TAIL_LINES: usize = 30;
 
@@ -32,7 +34,8 @@ pub fn run_boot(cases: &[&Case]) -> (Vec<Option<CaseRun>>, BootStats) {
         cases: cases.len(),
         ..BootStats::default()
     };
-    let dir = match tempfile::Builder::new().prefix("runq-cases-").tempdir() {
+    crate::scratch::reap(&std::env::temp_dir(), BOOT_DIR_PREFIX);
+    let dir = match crate::scratch::dir_in(&std::env::temp_dir(), BOOT_DIR_PREFIX) {
         Ok(dir) => dir,
         Err(e) => {
             return (

@@ -1,0 +1,4 @@
+#[runq::test(gauntlet = "huge")]
+fn case(_ctx: &mut runq::test::Context) {}
+
+fn main() {}

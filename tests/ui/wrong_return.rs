@@ -1,0 +1,6 @@
+#[runq::test(topology = "1n1l2c1t")]
+fn case(_ctx: &mut runq::test::Context) -> u32 {
+    7
+}
+
+fn main() {}
