@@ -113,11 +113,11 @@ pub fn rerun_command(case: &Case) -> String {
             _ => stem,
         })
         .unwrap_or_default();
-    let release = exe
-        .components()
-        .any(|c| c.as_os_str() == "release")
-        .then_some(" --release")
-        .unwrap_or("");
+    let release = if exe.components().any(|c| c.as_os_str() == "release") {
+        " --release"
+    } else {
+        ""
+    };
     let package = std::env::var("CARGO_PKG_NAME")
         .map(|p| format!(" -p {p}"))
         .unwrap_or_default();

@@ -43,7 +43,7 @@ fn record(stats: BootStats) {
 
 /// Runs one case in a boot of its own.
 pub fn run_alone(case: &Case) -> CaseRun {
-    run_group(&[case.clone()])
+    run_group(std::slice::from_ref(case))
         .remove(&case.name)
         .unwrap_or_else(|| CaseRun::failed_to_start("the boot returned no result".into()))
 }

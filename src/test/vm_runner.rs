@@ -10,6 +10,7 @@ use super::case::Case;
 use super::failure::CaseRun;
 use super::outcome::CaseResult;
 use crate::vm::channel::Frame;
+use crate::vm::kernel::{self, KERNEL_ENV};
 use crate::vm::qemu::{self, FrameSink};
 use crate::vm::{GuestTask, VmConfig};
 
@@ -93,12 +94,12 @@ fn config_for(cases: &[&Case], console: &Path) -> anyhow::Result<VmConfig> {
 
 /// `RUNQ_KERNEL` overrides the attribute's `kernel`; without either the
 /// VM runner's default applies.
-fn kernel_for(case: &Case) -> Option<PathBuf> {
-    let from_env = std::env::var_os(crate::vm::kernel::KERNEL_ENV).is_some_and(|v| !v.is_empty());
+fn kernel_for(case: &Case) -> Option<String> {
+    let from_env = std::env::var_os(KERNEL_ENV).is_some_and(|v| !v.is_empty());
     if from_env {
         None
     } else {
-        case.def.kernel.map(PathBuf::from)
+        case.def.kernel.map(str::to_string)
     }
 }
 
@@ -248,7 +249,12 @@ pub fn missing_for_vm(case: &Case) -> Option<super::host::Skip> {
     if let Err(e) = qemu::which_qemu() {
         return missing(format!("{e:#}"));
     }
-    if let Err(e) = crate::vm::kernel::discover(kernel_for(case).as_deref()) {
+    let places = match kernel::Places::standard() {
+        Ok(places) => places,
+        Err(e) => return missing(format!("{e:#}")),
+    };
+    let from_env = std::env::var(KERNEL_ENV).ok();
+    if let Err(e) = kernel::choose(kernel_for(case).as_deref(), from_env.as_deref(), &places) {
         return missing(format!("no kernel to boot: {e:#}"));
     }
     if let Some(scheduler) = case.def.scheduler {
