@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use runq::cgroup::CgroupManager;
+use runq::check::judge_payload as judge;
 use runq::error::{exit_code_for, EXIT_BAD_INPUT};
 use runq::workload::payload::{
     Aggregate, MetricBound, MetricSpec, PayloadHandle, PayloadReport, PayloadSpec,
@@ -73,7 +74,7 @@ fn shell_payload(name: &str, script: &str) -> PayloadSpec {
 /// holds the program and counts the most processes seen in it at once.
 fn run_in_cgroup(spec: &PayloadSpec) -> (PayloadReport, usize) {
     let cgroup = TestCgroup::new();
-    let mut handle = PayloadHandle::spawn(spec, &cgroup.procs_files()).unwrap();
+    let mut handle = PayloadHandle::spawn_in(spec, cgroup.manager.backend(), "payload").unwrap();
     let program = handle.pid();
     let mut most = 0;
     let deadline = Instant::now() + spec.timeout;
@@ -84,7 +85,7 @@ fn run_in_cgroup(spec: &PayloadSpec) -> (PayloadReport, usize) {
         }
         most = most.max(procs.len());
     }
-    let report = handle.wait();
+    let report = judge(handle.wait());
     assert!(
         cgroup.procs().is_empty(),
         "cgroup not empty after the payload"
@@ -271,7 +272,7 @@ fn process_leaving_the_cgroup_is_reported_as_escaped() {
         .collect();
     let script = format!("sh -c '{}; sleep 0.5'; true", escape.join("; "));
     let handle = PayloadHandle::spawn(&shell_payload("escaper", &script), &files).unwrap();
-    let report = handle.wait();
+    let report = judge(handle.wait());
     drop(cgroup);
     assert!(!report.passed);
     // The shell that moved itself, and the sleep it started there.
@@ -296,7 +297,7 @@ fn stop_and_collect_ends_a_running_payload_as_expected() {
         handle.tick(Duration::from_millis(20));
     }
     let started = Instant::now();
-    let report = handle.stop_and_collect();
+    let report = judge(handle.stop_and_collect());
     let took = started.elapsed();
     assert!(report.stopped);
     assert!(report.passed, "{report:#?}");
@@ -324,7 +325,7 @@ fn ready_marker_from_a_payload_in_the_default_dir() {
         handle.wait_ready(Duration::from_secs(5)),
         ReadyOutcome::Ready
     );
-    let report = handle.wait();
+    let report = judge(handle.wait());
     assert!(report.passed, "{report:#?}");
     assert!(
         report
@@ -345,7 +346,7 @@ fn ready_marker_from_a_payload_in_the_default_dir() {
         handle.wait_ready(Duration::from_millis(200)),
         ReadyOutcome::NeverReady
     );
-    let report = handle.stop_and_collect();
+    let report = judge(handle.stop_and_collect());
     assert!(!report.passed);
     assert!(report.failures.iter().any(|f| f.contains("never ready")));
 
@@ -358,7 +359,7 @@ fn ready_marker_from_a_payload_in_the_default_dir() {
         handle.wait_ready(Duration::from_secs(5)),
         ReadyOutcome::DiedBefore(ExitShape::Exited(4))
     );
-    let report = handle.wait();
+    let report = judge(handle.wait());
     assert_eq!(report.exit, ExitShape::Exited(4));
     drop(cgroup);
     assert_no_children();

@@ -131,3 +131,84 @@ fn no_runq_cgroups_left() -> bool {
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
     true
 }
+
+/// Pids of the processes called `comm` below `root`.
+fn descendants_named(root: i32, comm: &str) -> Vec<i32> {
+    runq::process::descendants(root)
+        .into_iter()
+        .filter(|p| runq::process::stat(*p).is_some_and(|s| s.comm == comm))
+        .collect()
+}
+
+/// Starts the cyclictest scenario, waits until cyclictest runs, sends
+/// `signal` to runq and returns (runq's exit code, cyclictest pids seen).
+fn interrupt_cyclictest(signal: nix::sys::signal::Signal) -> (Option<i32>, Vec<i32>) {
+    use std::time::{Duration, Instant};
+    let mut runq = Command::new(env!("CARGO_BIN_EXE_runq"))
+        .args(["run", &scenario_file("payload_cyclictest.toml"), "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = runq.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let found = descendants_named(pid, "cyclictest");
+        // Its shared memory exists once its measuring threads report.
+        if !found.is_empty()
+            && found
+                .iter()
+                .all(|p| runq::process::children_of(*p).is_empty())
+        {
+            let threads = std::fs::read_dir(format!("/proc/{}/task", found[0]))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if threads >= 3 {
+                break found;
+            }
+        }
+        assert!(Instant::now() < deadline, "cyclictest never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    let status = runq.wait().unwrap();
+    for p in &seen {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while runq::process::is_alive(*p) {
+            assert!(Instant::now() < deadline, "cyclictest {p} outlived runq");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    (status.code(), seen)
+}
+
+/// cyclictest keeps its statistics in /dev/shm/cyclictest<pid> and removes
+/// them only when it ends normally: whatever ends runq, none may be left.
+#[test]
+fn an_interrupted_or_killed_run_leaves_no_payload_shared_memory() {
+    use nix::sys::signal::Signal;
+    let _serial = serial();
+    if runq::workload::payload::resolve_binary("cyclictest").is_err() {
+        common::skip(
+            "an_interrupted_or_killed_run_leaves_no_payload_shared_memory",
+            "cyclictest is not installed (apt-get install rt-tests)",
+        );
+        return;
+    }
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
+        let (code, seen) = interrupt_cyclictest(signal);
+        if signal == Signal::SIGKILL {
+            assert_eq!(code, None, "{signal}");
+        } else {
+            assert_eq!(code, Some(3), "{signal}");
+        }
+        for p in seen {
+            let shm = PathBuf::from(format!("/dev/shm/cyclictest{p}"));
+            let leaked = shm.exists();
+            let _ = std::fs::remove_file(&shm);
+            assert!(!leaked, "{signal}: {} left behind", shm.display());
+        }
+    }
+    // The next run reaps the killed run's cgroups.
+    let _ = runq::cgroup::CgroupManager::detect().unwrap();
+}

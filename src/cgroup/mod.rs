@@ -100,7 +100,23 @@ pub trait CgroupBackend: Send + Sync {
     fn paths(&self, rel: &str) -> Vec<PathBuf>;
     /// Every directory run roots are created in (one per hierarchy).
     fn root_parents(&self) -> Vec<PathBuf>;
+    /// Lets `rel` run real-time (SCHED_FIFO/RR) tasks. v1 with RT group
+    /// scheduling starts every cgroup with `cpu.rt_runtime_us` = 0, which
+    /// refuses RT tasks: `rel` and each ancestor whose budget is 0 get one,
+    /// top-down (a cgroup's budget cannot exceed its parent's). Cgroups
+    /// below the run root get the first of `budgets_us` the kernel accepts
+    /// (µs per `cpu.rt_period_us`), the run root (and any budgetless
+    /// ancestor above it) the first of [`RT_ROOT_BUDGETS_US`]. A cgroup that
+    /// already has a budget keeps it. v2 has no RT budgets: nothing to do.
+    fn grant_rt_runtime(&self, rel: &str, budgets_us: &[u64]) -> anyhow::Result<()>;
 }
+
+/// Real-time budgets tried for the run root's `cpu.rt_runtime_us` (v1 with
+/// RT group scheduling), in µs per `cpu.rt_period_us` (1 s by default),
+/// largest first: concurrent runs share the machine's budget.
+pub const RT_ROOT_BUDGETS_US: &[u64] = &[300_000, 200_000, 100_000];
+/// Budgets tried for a cgroup below the run root that runs RT workers.
+pub const RT_CGROUP_BUDGETS_US: &[u64] = &[100_000, 50_000, 20_000];
 
 /// Owns the run root `runq-<pid>` in every hierarchy a backend uses and
 /// removes it (bottom-up) on [`CgroupManager::teardown`] or drop.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::{
     check_cpus_within, check_rel, check_weight, child_dirs, join_rel, make_dir, online_cpus,
     parent_rel, parse_flat_keyed, read_cpus, read_ids, read_text, remove_tree, write_ctl,
-    write_ids, CgroupBackend, CgroupVersion,
+    write_ids, write_value, CgroupBackend, CgroupVersion, RT_ROOT_BUDGETS_US,
 };
 use crate::error::RunqError;
 use crate::topology::format_cpu_list;
@@ -333,6 +333,62 @@ impl CgroupBackend for V1Backend {
     fn root_parents(&self) -> Vec<PathBuf> {
         self.hierarchies.iter().map(|h| h.parent.clone()).collect()
     }
+
+    fn grant_rt_runtime(&self, rel: &str, budgets_us: &[u64]) -> anyhow::Result<()> {
+        self.must_exist(rel)?;
+        let Some(cpu) = self.cpu else {
+            return Ok(());
+        };
+        let hierarchy = &self.hierarchies[cpu];
+        // Bottom-up while the budget is 0; each entry says if it is the run
+        // root or above it.
+        let mut chain = Vec::new();
+        let mut at = Some(self.dir(cpu, rel));
+        while let Some(dir) = at {
+            let knob = dir.join(RT_KNOB);
+            match read_text(&knob) {
+                Ok(text) if text.trim() == "0" => {}
+                // No RT group scheduling (no knob), or a budget already.
+                _ => break,
+            }
+            let at_or_above_root = !dir.starts_with(&hierarchy.root) || dir == hierarchy.root;
+            chain.push((knob, at_or_above_root));
+            at = dir
+                .parent()
+                .filter(|p| p.starts_with(&hierarchy.mount))
+                .map(Path::to_path_buf);
+        }
+        for (knob, at_or_above_root) in chain.iter().rev() {
+            let budgets = if *at_or_above_root {
+                RT_ROOT_BUDGETS_US
+            } else {
+                budgets_us
+            };
+            write_first_accepted(knob, budgets)?;
+        }
+        Ok(())
+    }
+}
+
+/// The real-time budget knob of the v1 cpu controller.
+const RT_KNOB: &str = "cpu.rt_runtime_us";
+
+/// Writes the first of `budgets` the kernel accepts into `knob`.
+fn write_first_accepted(knob: &Path, budgets: &[u64]) -> anyhow::Result<()> {
+    let mut last_err = None;
+    for budget in budgets {
+        match write_value(knob, &budget.to_string()) {
+            Ok(()) => return Ok(()),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let why = last_err.map_or("no budget given".to_string(), |e| e.to_string());
+    Err(RunqError::environment(format!(
+        "giving {} a real-time budget (tried {budgets:?} us): {why}; real-time tasks need \
+         one, and other cgroups may use up the parent's (see cpu.rt_runtime_us of the \
+         parent and its children)",
+        knob.display()
+    )))
 }
 
 /// Adds "creating cgroup X" context without hiding the error kind.

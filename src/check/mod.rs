@@ -35,7 +35,7 @@
 //! | `isolation.rs` | `cpuset_isolation` |
 //! | `latency.rs` | `wake_latency_p99` and pooled percentiles |
 //! | `migration.rs` | `migration_ratio` |
-//! | `payload.rs` | `payload:<name>`, one check per payload |
+//! | `payload.rs` | `payload:<name>`, one check per payload, and [`judge_payload`] filling a payload report's verdict fields |
 //! | `stats.rs` | [`Stats`], the run's figures, computed beside the verdicts |
 //!
 //! # Adding a check family
@@ -63,6 +63,7 @@ pub use fairness::{cgroup_identity, nice_weight, DEFAULT_CGROUP_WEIGHT};
 pub use input::{CgroupRun, CheckInput, ProgressSample, WorkerSetup};
 pub use latency::pooled_percentile;
 pub use outcome::{AssertResult, CheckOutcome};
+pub use payload::{judge as judge_payload, verdict as payload_verdict, PayloadVerdict};
 pub use stats::{CgroupStats, Stats};
 pub use thresholds::Thresholds;
 pub use workers::describe_exit;

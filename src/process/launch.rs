@@ -456,8 +456,12 @@ impl Supervised {
     /// SIGKILLs the group (a held child too) and reaps; reads the output
     /// that is left for a moment.
     pub fn kill(&mut self) -> Exit {
+        // The group may outlive its reaped leader; the pid alone may not be
+        // signalled once reaped (it could belong to someone else by now).
         let _ = killpg(self.pid, Signal::SIGKILL);
-        let _ = kill(self.pid, Signal::SIGKILL);
+        if self.exit.is_none() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
         self.go = None;
         self.exec_report = None;
         if self.exit.is_none() {

@@ -45,7 +45,7 @@ use crate::check::{CgroupRun, ProgressSample, WorkerSetup};
 use crate::error::RunqError;
 use crate::snapshot::{CaptureTargets, PeriodicCaptures, SnapshotBridge, SnapshotSection};
 use crate::topology::{format_cpu_list, Topology};
-use crate::workload::payload::{cgroup_procs_files, PayloadHandle, PayloadReport};
+use crate::workload::payload::{PayloadHandle, PayloadReport};
 use crate::workload::{AffinityIntent, SchedPolicy, WorkerReport, WorkloadHandle};
 
 /// The signal that asked the run to end (0: none), set by the handler that
@@ -664,7 +664,9 @@ impl Executor<'_> {
                 spec.policy,
                 SchedPolicy::Fifo(_) | SchedPolicy::RoundRobin(_)
             ) {
-                grant_rt_budget(&self.manager()?.backend().paths(cgroup))?;
+                self.manager()?
+                    .backend()
+                    .grant_rt_runtime(cgroup, crate::cgroup::RT_CGROUP_BUDGETS_US)?;
             }
             self.manager()?
                 .backend()
@@ -715,8 +717,7 @@ impl Executor<'_> {
     ) -> anyhow::Result<()> {
         for spec in specs {
             let rel = spec.cgroup.clone().unwrap_or_default();
-            let files = cgroup_procs_files(self.manager()?.backend(), &rel);
-            let handle = PayloadHandle::spawn(spec, &files)
+            let handle = PayloadHandle::spawn_in(spec, self.manager()?.backend(), &rel)
                 .with_context(|| format!("starting payload {}", spec.name))?;
             self.payloads.push(handle);
         }
@@ -1038,69 +1039,6 @@ impl Executor<'_> {
         }
         Ok(())
     }
-}
-
-/// Real-time budgets tried for the run root's `cpu.rt_runtime_us` (v1 with
-/// RT group scheduling), in µs per `cpu.rt_period_us` (1 s by default),
-/// largest first: concurrent runs share the machine's budget.
-pub const RT_ROOT_BUDGETS_US: &[u64] = &[300_000, 200_000, 100_000];
-/// Budgets tried for each cgroup below the run root that runs RT workers.
-pub const RT_CGROUP_BUDGETS_US: &[u64] = &[100_000, 50_000, 20_000];
-
-/// Gives a cgroup whose `cpu.rt_runtime_us` is 0 (v1 with RT group
-/// scheduling: new cgroups start with no real-time budget and refuse RT
-/// tasks) a budget, and every ancestor up to the first one with a budget:
-/// the run root one of [`RT_ROOT_BUDGETS_US`], cgroups below it one of
-/// [`RT_CGROUP_BUDGETS_US`] (the first the kernel accepts).
-fn grant_rt_budget(dirs: &[PathBuf]) -> anyhow::Result<()> {
-    const KNOB: &str = "cpu.rt_runtime_us";
-    for dir in dirs {
-        if !dir.join(KNOB).exists() {
-            continue;
-        }
-        let mut chain = Vec::new();
-        let mut at = Some(dir.as_path());
-        while let Some(d) = at {
-            let Ok(text) = std::fs::read_to_string(d.join(KNOB)) else {
-                break;
-            };
-            if text.trim() != "0" {
-                break;
-            }
-            chain.push(d.to_path_buf());
-            at = d.parent();
-        }
-        for d in chain.iter().rev() {
-            let is_run_root = d
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("runq-"));
-            let budgets = if is_run_root {
-                RT_ROOT_BUDGETS_US
-            } else {
-                RT_CGROUP_BUDGETS_US
-            };
-            let mut last_err = None;
-            for budget in budgets {
-                match std::fs::write(d.join(KNOB), budget.to_string()) {
-                    Ok(()) => {
-                        last_err = None;
-                        break;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
-            }
-            if let Some(e) = last_err {
-                return Err(RunqError::environment(format!(
-                    "giving {} a real-time budget (cpu.rt_runtime_us, tried {budgets:?} us): {e}; \
-                     real-time workers need one, and other cgroups may use up the parent's \
-                     (see cpu.rt_runtime_us of the parent and its children)",
-                    d.display()
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Pins the workers of one handle; returns the masks given (None: left).

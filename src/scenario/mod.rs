@@ -75,7 +75,10 @@ pub fn report_for(execution: Execution) -> RunReport {
     report.payloads = execution
         .payloads
         .iter()
-        .map(|p| serde_json::to_value(p).expect("a payload report always serializes"))
+        .map(|p| {
+            serde_json::to_value(check::judge_payload(p.clone()))
+                .expect("a payload report always serializes")
+        })
         .collect();
     report
 }
