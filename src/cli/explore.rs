@@ -173,6 +173,10 @@ impl Target {
                 let result = s.run(&mut plan);
                 if let Err(err) = result {
                     if explore::in_exploration() {
+                        if runq::scenario::interrupt_signal().is_some() {
+                            // Interrupted: the driver says so once.
+                            explore::fork::exit_now(TIMELINE_ENVIRONMENT_EXIT);
+                        }
                         // A forked timeline: report and leave; counted as a crash.
                         eprintln!("runq: {}: timeline failed: {err:#}", s.name);
                         explore::fork::exit_now(TIMELINE_ENVIRONMENT_EXIT);
@@ -218,6 +222,7 @@ pub fn run_explore(args: ExploreArgs) -> anyhow::Result<i32> {
         check_output_path("--json", path)?;
     }
     target.preflight()?;
+    runq::scenario::install_interrupt_handler()?;
 
     let output = RefCell::new(ProgramOutput::default());
     let mut program = target.program(&output);
@@ -353,6 +358,7 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let recipe = Recipe::parse(&args.recipe)?;
     let target = Target::resolve(args.target.as_deref(), args.demo.as_deref())?;
     target.preflight()?;
+    runq::scenario::install_interrupt_handler()?;
     let output = RefCell::new(ProgramOutput::default());
     let mut program = target.program(&output);
     let report = explore::replay(&recipe, &mut *program);

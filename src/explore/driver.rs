@@ -7,13 +7,30 @@
 //! timeline, root or forked, costs one unit of energy, so the timelines
 //! started never exceed the budget. [`replay`] reruns one recipe in this
 //! process without forking.
+//!
+//! # Interrupts
+//! Each root timeline runs in its own process group (every timeline it
+//! forks, and their workers, inherit it). When SIGINT or SIGTERM reaches
+//! the driver (the handler of [`crate::scenario::install_interrupt_handler`]
+//! notes it), the driver sends the same signal to the root's group, starts
+//! no new root and waits: every timeline notes the signal too, stops
+//! forking, stops its workers and removes its cgroups at its next hold or
+//! boundary, and leaves with exit 3. A terminal's Ctrl-C thus reaches the
+//! timelines once, through the driver. On SIGKILL of the driver the
+//! timelines die by their parent-death signal and the next run reaps their
+//! cgroup roots.
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{setpgid, Pid};
 
 use serde::Serialize;
 
@@ -21,12 +38,13 @@ use super::adaptive::AdaptiveConfig;
 use super::assert::{current_failed, install, Explorer, SplitConfig, Timeline};
 use super::fork::{ensure_single_threaded, exit_now, fork_timeline, Forked};
 use super::recipe::Recipe;
-use super::split::{account, wait_for, BUG_EXIT};
+use super::split::{account, BUG_EXIT};
 use super::state::{
     AssertKind, AssertionSummary, Record, RecordedTimeline, Shared, Stat, MAX_PARALLEL,
     MAX_RECIPE_FORKS,
 };
 use crate::error::RunqError;
+use crate::scenario::interrupt_signal;
 
 /// How many children may run at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -76,14 +94,22 @@ impl FromStr for Parallelism {
             ))
         };
         match text {
-            "seq" | "sequential" | "0" => Ok(Parallelism::Sequential),
+            "seq" | "sequential" => Ok(Parallelism::Sequential),
+
             "max" => Ok(Parallelism::MaxCores),
             "half" => Ok(Parallelism::HalfCores),
             _ => {
                 if let Some(n) = text.strip_prefix("max-") {
                     n.parse().map(Parallelism::MaxCoresMinus).map_err(|_| bad())
                 } else {
-                    text.parse().map(Parallelism::Cores).map_err(|_| bad())
+                    match text.parse() {
+                        Ok(0) => Err(RunqError::bad_input(format!(
+                            "parallelism {text:?}: a window of no children cannot run \
+                             anything; use `seq` (one child at a time) or a number >= 1"
+                        ))),
+                        Ok(n) => Ok(Parallelism::Cores(n)),
+                        Err(_) => Err(bad()),
+                    }
                 }
             }
         }
@@ -254,6 +280,9 @@ pub fn explore(config: &ExploreConfig, program: &mut dyn FnMut()) -> anyhow::Res
     let started = Instant::now();
     let mut stop_reason = StopReason::SeedsDone;
     for index in 0..config.seeds {
+        if let Some(signal) = interrupt_signal() {
+            return Err(interrupted(signal));
+        }
         if shared.get(Stat::Stop) != 0 {
             stop_reason = StopReason::FirstBug;
             break;
@@ -275,13 +304,17 @@ pub fn explore(config: &ExploreConfig, program: &mut dyn FnMut()) -> anyhow::Res
         let _ = std::io::stdout().flush();
         match fork_timeline() {
             Ok(Forked::Child) => {
+                // Own group, so the driver can signal the whole tree; the
+                // parent does the same, whichever runs first.
+                let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 let mut timeline = Timeline::new(Recipe::root(seed), Some(explorer.clone()));
                 timeline.ordinal = ordinal;
                 install(Some(timeline));
                 run_timeline_to_exit(program)
             }
             Ok(Forked::Parent(pid)) => {
-                let status = wait_for(pid);
+                let _ = setpgid(pid, pid);
+                let status = wait_for_root(pid);
                 shared.merge_slot(0);
                 account(
                     &shared,
@@ -298,6 +331,9 @@ pub fn explore(config: &ExploreConfig, program: &mut dyn FnMut()) -> anyhow::Res
                 return Err(err);
             }
         }
+    }
+    if let Some(signal) = interrupt_signal() {
+        return Err(interrupted(signal));
     }
     if shared.get(Stat::Stop) != 0 {
         stop_reason = StopReason::FirstBug;
@@ -336,6 +372,39 @@ pub fn explore(config: &ExploreConfig, program: &mut dyn FnMut()) -> anyhow::Res
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     };
     Ok(report)
+}
+
+fn interrupted(signal: Signal) -> anyhow::Error {
+    RunqError::environment(format!(
+        "interrupted by {signal}: every timeline was stopped and its cgroups removed"
+    ))
+}
+
+/// How often the driver looks for an interrupt while a root runs.
+const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// Wait for the root timeline `root` (leader of its own process group).
+/// An interrupt noted meanwhile is passed on to the whole group once; after
+/// the root ends, anything of its group still alive is killed.
+fn wait_for_root(root: Pid) -> Option<WaitStatus> {
+    let mut forwarded = false;
+    let status = loop {
+        if let (Some(signal), false) = (interrupt_signal(), forwarded) {
+            let _ = killpg(root, signal);
+            forwarded = true;
+        }
+        // Polled rather than blocking: a signal landing just before a
+        // blocking waitpid would not interrupt it.
+        match waitpid(root, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => std::thread::sleep(INTERRUPT_POLL),
+            Ok(status) => break Some(status),
+            Err(_) => break None,
+        }
+    };
+    if forwarded {
+        let _ = killpg(root, Signal::SIGKILL);
+    }
+    status
 }
 
 /// Run the program in a forked timeline and leave with its outcome: 42 when

@@ -110,7 +110,11 @@ impl FromStr for Recipe {
         let mut recipe = Recipe::root(seed);
         for (index, part) in parts {
             if part.is_empty() {
-                continue;
+                return Err(RunqError::bad_input(format!(
+                    "recipe part {}: empty (two `;` in a row or a trailing `;`); \
+                     {FORMAT_HINT}",
+                    index + 1
+                )));
             }
             let body = part.strip_prefix("fork=").ok_or_else(|| {
                 RunqError::bad_input(format!(

@@ -117,7 +117,10 @@ pub(crate) fn spawn_batch(
     let mut started = 0;
     let _ = std::io::stdout().flush();
     for _ in 0..count {
-        if shared.get(Stat::Stop) != 0 || !source.take(shared) {
+        if shared.get(Stat::Stop) != 0
+            || crate::scenario::interrupt_signal().is_some()
+            || !source.take(shared)
+        {
             break;
         }
         let index = *next_index;

@@ -76,8 +76,17 @@ pub fn install_interrupt_handler() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The signal (SIGINT or SIGTERM) that arrived since
+/// [`install_interrupt_handler`] ran, if any.
+pub fn interrupt_signal() -> Option<Signal> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Signal::try_from(signal).ok(),
+    }
+}
+
 /// Fails when SIGINT or SIGTERM arrived since the handler was installed.
-fn check_interrupted() -> anyhow::Result<()> {
+pub fn check_interrupted() -> anyhow::Result<()> {
     match INTERRUPTED.load(Ordering::SeqCst) {
         0 => Ok(()),
         signal => Err(RunqError::environment(format!(
@@ -453,6 +462,9 @@ pub fn execute_with(
         };
         let before = boundary.steps.clone();
         hooks.at_boundary(&mut boundary)?;
+        // A boundary may have waited long (exploration waits for forked
+        // timelines there): no new step starts after an interrupt.
+        check_interrupted()?;
         if *boundary.steps != before {
             let mut check = scenario.clone();
             check.steps = steps.clone();

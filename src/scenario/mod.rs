@@ -22,8 +22,8 @@ pub use dsl::{
     MAX_SCENARIO_DURATION,
 };
 pub use executor::{
-    install_interrupt_handler, Boundary, BoundaryMode, Execution, ExecutorHooks, LiveCgroupView,
-    NoHooks, RunOptions, StepResult,
+    check_interrupted, install_interrupt_handler, interrupt_signal, Boundary, BoundaryMode,
+    Execution, ExecutorHooks, LiveCgroupView, NoHooks, RunOptions, StepResult,
 };
 pub use validate::validate;
 
