@@ -104,9 +104,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if let Some(path) = &args.json {
         runq::output::check_output_path("--json", path)?;
     }
+    runq::scenario::install_interrupt_handler()?;
     let mut handle = WorkloadHandle::spawn(&config)?;
     handle.start()?;
-    std::thread::sleep(duration);
+    if let Some(signal) = hold_unless_interrupted(duration) {
+        // Stop and reap every worker before saying so.
+        drop(handle.stop_and_collect());
+        return Err(RunqError::environment(format!(
+            "interrupted by {signal}: the workers were stopped"
+        )));
+    }
     let reports = handle.stop_and_collect();
     print!("{}", render_table(&reports));
     if let Some(path) = &args.json {
@@ -120,6 +127,25 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         return Ok(EXIT_CHECK_FAILED);
     }
     Ok(EXIT_OK)
+}
+
+/// How often the hold looks for SIGINT/SIGTERM.
+const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// Let the workers run for `duration`; the interrupt that cut it short, if
+/// one arrived.
+fn hold_unless_interrupted(duration: Duration) -> Option<nix::sys::signal::Signal> {
+    let end = std::time::Instant::now() + duration;
+    loop {
+        if let Some(signal) = runq::scenario::interrupt_signal() {
+            return Some(signal);
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::sleep(left.min(INTERRUPT_POLL));
+    }
 }
 
 fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
