@@ -11,6 +11,7 @@
 //! x86-64 only (int3 and the register layout).
 
 pub mod breakpoints;
+pub mod contain;
 pub mod coverage;
 pub mod lines;
 pub mod model;

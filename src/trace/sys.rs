@@ -99,6 +99,7 @@ pub fn launch_seized(
     argv: &[CString],
     options: ptrace::Options,
     signal_mask: &SigSet,
+    place: &dyn Fn(Pid) -> Result<()>,
 ) -> Result<Launched> {
     // Everything the child touches is prepared before fork: after fork it
     // only makes async-signal-safe calls.
@@ -152,6 +153,11 @@ pub fn launch_seized(
                 return Err(crate::error::RunqError::environment(format!(
                     "ptrace(PTRACE_SEIZE) failed: {errno}; {hint}"
                 )));
+            }
+            if let Err(err) = place(child) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(err.context("placing the traced command in its cgroup"));
             }
             nix::unistd::write(&go_write, b"g").context("releasing the traced child")?;
             drop(go_write);

@@ -27,6 +27,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use super::breakpoints::{AddressSpace, Hit, SpaceId};
+use super::contain::Containment;
 use super::coverage::Coverage;
 use super::lines::{ImageLines, SourceFilter};
 use super::model::{
@@ -122,6 +123,7 @@ pub fn trace(config: &TraceConfig) -> Result<TraceOutcome> {
     ] {
         watched.add(s);
     }
+    let containment = Containment::start();
     let old_mask = sys::block_signals(&watched)?;
     let result = (|| {
         let signals =
@@ -137,13 +139,19 @@ pub fn trace(config: &TraceConfig) -> Result<TraceOutcome> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        let launched = sys::launch_seized(&program, &argv, options, &old_mask)?;
-        let mut tracer = Tracer::new(config, launched.pid);
+        let launched = sys::launch_seized(&program, &argv, options, &old_mask, &|pid| {
+            containment.place(pid)
+        })?;
+        let mut tracer = Tracer::new(config, launched.pid, &containment);
         let run = tracer.run(&signals);
         if run.is_err() {
             // Leave nothing behind: kill the tree and reap what reports.
             tracer.kill_everything();
             tracer.reap_after_kill(Duration::from_secs(2));
+        }
+        if tracer.killing {
+            // Detached members still starting up or forking: until none is left.
+            containment.kill_all();
         }
         run?;
         if !tracer.root_exec_seen {
@@ -158,11 +166,13 @@ pub fn trace(config: &TraceConfig) -> Result<TraceOutcome> {
         Ok(tracer.finish(started_unix_ms))
     })();
     sys::restore_signals(&old_mask);
+    containment.release();
     result
 }
 
 struct Tracer<'c> {
     config: &'c TraceConfig,
+    containment: &'c Containment,
     start: Instant,
     root: Pid,
     root_exec_seen: bool,
@@ -183,9 +193,10 @@ struct Tracer<'c> {
 }
 
 impl<'c> Tracer<'c> {
-    fn new(config: &'c TraceConfig, root: Pid) -> Self {
+    fn new(config: &'c TraceConfig, root: Pid, containment: &'c Containment) -> Self {
         let mut tracer = Tracer {
             config,
+            containment,
             start: Instant::now(),
             root,
             root_exec_seen: false,
@@ -293,6 +304,9 @@ impl<'c> Tracer<'c> {
             }
             if self.done() {
                 return Ok(());
+            }
+            if self.killing {
+                self.containment.sweep();
             }
             let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(200u16)) {
@@ -956,6 +970,8 @@ impl<'c> Tracer<'c> {
         for pid in self.tasks.keys().chain(self.unclaimed.keys()) {
             let _ = signal::kill(*pid, Signal::SIGKILL);
         }
+        // Programs runq detached from are only reachable through the cgroup.
+        self.containment.sweep();
     }
 
     /// After [`Self::kill_everything`] on an error: collect the death
