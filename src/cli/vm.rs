@@ -17,7 +17,8 @@ const GUEST_OUTPUT_DIR: &str = "/tmp/runq-out";
 /// Options shared by `runq vm` and `runq shell`.
 #[derive(clap::Args, Debug)]
 pub struct MachineArgs {
-    /// Guest topology: <nodes>n<llcs per node>l<cores per llc>c<threads per core>t.
+    /// Guest topology: <nodes>n<llcs per node>l<cores per llc>c<threads per core>t
+    /// (letters in either case; whitespace around it is ignored).
     #[arg(long, value_name = "SPEC", default_value = "1n1l2c1t")]
     topology: String,
     /// Guest memory, split evenly over the NUMA nodes (e.g. 512M, 1G).
@@ -114,7 +115,23 @@ pub struct ShellArgs {
     timeout: String,
 }
 
+/// Keeps SIGINT, SIGTERM and SIGHUP pending from the start: while the
+/// image is built nothing needs stopping, and the qemu supervisor reads
+/// them from its signalfd as soon as it runs, stops qemu, removes the run's
+/// files and exits 3. Unblocked, such a signal during the build would end
+/// runq by its default action with temporary files still in place.
+fn hold_interrupts() -> anyhow::Result<()> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)?;
+    Ok(())
+}
+
 pub fn run_vm(args: VmArgs) -> anyhow::Result<i32> {
+    hold_interrupts()?;
     let (guest_args, outputs) = guest_command(&args.command)?;
     let mut config = args.machine.config(GuestTask::Command {
         args: guest_args,
@@ -153,6 +170,7 @@ pub fn run_vm(args: VmArgs) -> anyhow::Result<i32> {
 }
 
 pub fn run_shell(args: ShellArgs) -> anyhow::Result<i32> {
+    hold_interrupts()?;
     use std::io::{IsTerminal, Read};
     let timeout = vm::parse_duration(&args.timeout, "--timeout")?;
     let interactive = std::io::stdin().is_terminal();
