@@ -24,6 +24,37 @@ use crate::topology::{format_cpu_list, Topology};
 /// `fifo(50)`), the spelling of the command line and scenario files.
 pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
+/// Largest report file `runq report` reads (reports are well under 10 MiB).
+pub const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+/// What a `schema_version` value is, for a message that says what is wrong.
+fn describe_version(value: Option<&serde_json::Value>) -> String {
+    use serde_json::Value;
+    match value {
+        None => "is missing".to_string(),
+        Some(Value::Null) => "is null, not a number".to_string(),
+        Some(Value::String(s)) => format!("is the string {s:?}, not a number"),
+        Some(Value::Number(n)) if n.as_u64().is_some() => format!("{n} is not supported"),
+        Some(Value::Number(n)) => format!("{n} is not a version (a whole number >= 1)"),
+        Some(other) => format!("is {other}, not a number"),
+    }
+}
+
+/// Makes text read from a file safe to print on a terminal: control
+/// characters other than newline and tab (escape sequences among them)
+/// are shown as `\u{..}` escapes instead of being sent to the terminal.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// At most this many detail lines per failed check in the text summary
 /// (the JSON report keeps them all).
 const MAX_TEXT_DETAILS: usize = 12;
@@ -131,11 +162,11 @@ impl RunReport {
     pub fn from_json(text: &str) -> anyhow::Result<RunReport> {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| RunqError::bad_input(format!("report: not JSON: {e}")))?;
-        let version = value.get("schema_version").and_then(|v| v.as_u64());
-        if version != Some(REPORT_SCHEMA_VERSION as u64) {
+        let version = value.get("schema_version");
+        if version.and_then(|v| v.as_u64()) != Some(REPORT_SCHEMA_VERSION as u64) {
             return Err(RunqError::bad_input(format!(
-                "report: schema_version {} is not supported; this runq reads version {REPORT_SCHEMA_VERSION} (re-run the scenario with this runq)",
-                version.map_or("missing".to_string(), |v| v.to_string())
+                "report: schema_version {}; this runq reads version {REPORT_SCHEMA_VERSION} (re-run the scenario with this runq)",
+                describe_version(version)
             )));
         }
         serde_json::from_value(value)
@@ -149,10 +180,31 @@ impl RunReport {
         crate::output::write_output("--json", path, self.to_json().as_bytes())
     }
 
-    /// Reads a JSON report written by [`RunReport::write_json`].
+    /// Reads a JSON report written by [`RunReport::write_json`], at most
+    /// [`MAX_REPORT_BYTES`] of it (a device or a huge file is refused).
     pub fn read_json(path: &Path) -> anyhow::Result<RunReport> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        use std::io::Read;
+        let cannot = |e: std::io::Error| {
             RunqError::bad_input(format!("report {}: cannot read: {e}", path.display()))
+        };
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_REPORT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_REPORT_BYTES {
+            return Err(RunqError::bad_input(format!(
+                "report {}: larger than the limit of {} MiB, so not a runq report; \
+                 pass a file written by `runq run --json`",
+                path.display(),
+                MAX_REPORT_BYTES >> 20
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            RunqError::bad_input(format!(
+                "report {}: not UTF-8 text, so not a runq report",
+                path.display()
+            ))
         })?;
         Self::from_json(&text).with_context(|| format!("reading {}", path.display()))
     }

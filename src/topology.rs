@@ -80,6 +80,9 @@ impl FromStr for TopoSpec {
     type Err = anyhow::Error;
 
     /// Parses `<N>n<L>l<C>c<T>t`; errors are bad input naming the part.
+    /// Whitespace around the spec is ignored and the letters may be upper
+    /// case (`1N1L1C1T`), so a spec pasted from elsewhere reads the same;
+    /// whitespace inside it is an error.
     fn from_str(text: &str) -> anyhow::Result<Self> {
         const PARTS: [(char, &str); 4] = [
             ('n', "NUMA nodes"),

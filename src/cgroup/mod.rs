@@ -385,7 +385,11 @@ impl std::fmt::Debug for CgroupManager {
 // ---- helpers shared by both backends ----
 
 /// Names that are control files in v1 directories without a dot.
-const RESERVED_NAMES: &[&str] = &["tasks", "notify_on_release", "release_agent"];
+pub const RESERVED_NAMES: &[&str] = &["tasks", "notify_on_release", "release_agent"];
+
+/// Longest part of a cgroup path runq accepts (a directory name; the run
+/// root's own name and the kernel's 255-byte limit leave room for it).
+pub const MAX_NAME_PART: usize = 200;
 
 /// Splits and checks a relative cgroup path. `""` is the run root.
 pub fn check_rel(rel: &str) -> anyhow::Result<Vec<&str>> {
@@ -395,7 +399,7 @@ pub fn check_rel(rel: &str) -> anyhow::Result<Vec<&str>> {
     let parts: Vec<&str> = rel.split('/').collect();
     for part in &parts {
         let ok = !part.is_empty()
-            && part.len() <= 200
+            && part.len() <= MAX_NAME_PART
             && part
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

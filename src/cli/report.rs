@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use runq::error::{RunqError, EXIT_OK};
-use runq::report::{compare, RunReport};
+use runq::report::{compare, escape_control, RunReport};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,11 +23,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     match reports.as_slice() {
         [one] => {
-            print!("{}", one.render_text());
+            // Every string of the report came from a file: no escape
+            // sequence reaches the terminal.
+            print!("{}", escape_control(&one.render_text()));
             Ok(one.exit_code())
         }
         [a, b] => {
-            print!("{}", compare(a, b));
+            print!("{}", escape_control(&compare(a, b)));
             Ok(EXIT_OK)
         }
         _ => Err(RunqError::bad_input(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::dsl::{CgroupDef, HoldSpec, Op, Scenario, WorkSpec};
 use super::resolve::{check_affinity, resolve_cpuset};
-use crate::cgroup::{WEIGHT_DEFAULT, WEIGHT_MAX, WEIGHT_MIN};
+use crate::cgroup::{MAX_NAME_PART, RESERVED_NAMES, WEIGHT_DEFAULT, WEIGHT_MAX, WEIGHT_MIN};
 use crate::error::RunqError;
 use crate::topology::{format_cpu_list, Topology};
 use crate::workload::{AffinityIntent, WorkType, WorkloadConfig};
@@ -403,6 +403,23 @@ fn check_cgroup_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "{name:?} is not a valid cgroup name; use letters, digits, '_' and '-', with '/' between nested levels"
         ));
+    }
+    for seg in name.split('/') {
+        if seg.len() > MAX_NAME_PART {
+            return Err(format!(
+                "part {:?}... is {} characters long, more than the limit of {MAX_NAME_PART}; \
+                 use a shorter name",
+                &seg[..16],
+                seg.len()
+            ));
+        }
+        if RESERVED_NAMES.contains(&seg) {
+            return Err(format!(
+                "{seg:?} is reserved (a cgroup v1 control file has that name); \
+                 use another name, not one of {}",
+                RESERVED_NAMES.join(", ")
+            ));
+        }
     }
     Ok(())
 }

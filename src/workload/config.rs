@@ -414,6 +414,16 @@ impl WorkType {
         Ok(work)
     }
 
+    /// The size parameters (KiB) every worker of this type allocates.
+    pub fn size_params_kb(&self) -> Vec<(&'static str, usize)> {
+        match self {
+            WorkType::FanOutCompute { footprint_kb, .. } => vec![("footprint_kb", *footprint_kb)],
+            WorkType::CachePressure { size_kb, .. } => vec![("size_kb", *size_kb)],
+            WorkType::PageFaultChurn { region_kb, .. } => vec![("region_kb", *region_kb)],
+            _ => Vec::new(),
+        }
+    }
+
     /// Parameter checks that do not depend on the worker count. Returns the
     /// problem and its fix as plain text.
     fn validate_params(&self) -> Result<(), String> {
@@ -422,6 +432,16 @@ impl WorkType {
                 Err(format!("{field} must be > 0; give a positive value"))
             } else {
                 Ok(())
+            }
+        }
+        if let Some(memory_kb) = machine_memory_kb() {
+            for (field, kb) in self.size_params_kb() {
+                if kb as u64 > memory_kb {
+                    return Err(format!(
+                        "{field}={kb} KiB is more than this machine's memory ({memory_kb} KiB \
+                         MemTotal); use {field} <= {memory_kb}"
+                    ));
+                }
             }
         }
         match self {
@@ -443,7 +463,10 @@ impl WorkType {
             WorkType::CachePressure { size_kb, stride } => {
                 positive("size_kb", *size_kb as u64)?;
                 positive("stride", *stride as u64)?;
-                if *stride > size_kb * 1024 {
+                if size_kb
+                    .checked_mul(1024)
+                    .is_none_or(|bytes| *stride > bytes)
+                {
                     return Err(format!(
                         "stride {stride} is larger than the buffer ({size_kb} KiB); use a stride <= size_kb*1024"
                     ));
@@ -533,7 +556,13 @@ impl Params {
                     CLI_FORMS.join(" | ")
                 )));
             };
-            pairs.push((k.trim().to_string(), v.trim().to_string()));
+            let key = k.trim();
+            if pairs.iter().any(|(seen, _): &(String, String)| seen == key) {
+                return Err(RunqError::bad_input(format!(
+                    "--work {name}: parameter `{key}` is duplicated; give it once"
+                )));
+            }
+            pairs.push((key.to_string(), v.trim().to_string()));
         }
         Ok(Params { pairs })
     }
@@ -716,6 +745,7 @@ impl WorkloadConfig {
                     g.workers
                 )));
             }
+            validate_memory(&name, g)?;
             if matches!(g.work, WorkType::ForkExit) && self.clone_mode == CloneMode::Thread {
                 return Err(RunqError::bad_input(format!(
                     "{name}: fork_exit cannot run in thread mode (fork from a threaded host); use clone mode fork"
@@ -740,6 +770,35 @@ impl WorkloadConfig {
         }
         Ok(())
     }
+}
+
+/// Every worker of `g` allocates its size parameters: together they must
+/// fit in the machine's memory.
+fn validate_memory(name: &str, g: &WorkGroup) -> anyhow::Result<()> {
+    let Some(memory_kb) = machine_memory_kb() else {
+        return Ok(());
+    };
+    for (field, kb) in g.work.size_params_kb() {
+        let total = (kb as u64).saturating_mul(g.workers as u64);
+        if total > memory_kb {
+            return Err(RunqError::bad_input(format!(
+                "{name}: {} workers x {field}={kb} KiB = {total} KiB is more than this \
+                 machine's memory ({memory_kb} KiB MemTotal); use {field} <= {} or fewer workers",
+                g.workers,
+                memory_kb / g.workers.max(1) as u64
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The machine's memory in KiB (`MemTotal` of /proc/meminfo); `None` when
+/// it cannot be read (sizes are then not checked).
+pub fn machine_memory_kb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn validate_affinity(name: &str, a: &AffinityIntent, allowed: &[usize]) -> anyhow::Result<()> {
