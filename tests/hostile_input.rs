@@ -235,3 +235,12 @@ fn report_never_prints_escape_sequences_from_the_file() {
         "{text:?}"
     );
 }
+
+#[test]
+fn out_of_range_durations_are_refused_naming_the_flag() {
+    for duration in ["1e99s", "0", "-1s", "5 parsecs"] {
+        let flag = format!("--duration={duration}");
+        assert_refused(&["workload", &flag], &["--duration"]);
+        assert_refused(&["run", "steady", "--quiet", &flag], &["--duration"]);
+    }
+}
