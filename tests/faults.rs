@@ -13,8 +13,11 @@
 //!   128+N for `trace`, which reports the interrupting signal);
 //! - no `runq-<pid>` cgroup root of a remembered pid is left after the next
 //!   run (one is started when roots are found);
-//! - no new /dev/shm entry naming a remembered pid, no new `runq*`/`.tmp*`
-//!   entry in /tmp or the cache root appeared and stayed.
+//! - no new /dev/shm entry naming a remembered pid, nothing new in the
+//!   private TMPDIR runq got, no `/tmp/runq*` entry naming a remembered pid,
+//!   no new `runq*`/`.tmp*` entry in the cache root (after SIGKILL,
+//!   temporary entries named by a dead pid of the tree are allowed: the
+//!   next start reaps them).
 //!
 //! Delays come from a seeded RNG: set RUNQ_FAULTS_SEED to replay a
 //! campaign; each trial prints its line of the table
@@ -252,18 +255,19 @@ fn cgroup_roots_of(tracker: &Tracker) -> Vec<PathBuf> {
     out
 }
 
-/// The temporary directory runq uses with the case's environment.
+/// The private temporary directory runq gets in a case (TMPDIR), so that
+/// every new entry in it is runq's, whatever else runs on the machine.
 fn tmp_dir(case: &Case) -> PathBuf {
-    case.env
-        .iter()
-        .find(|(k, _)| k == "TMPDIR")
-        .map_or_else(|| PathBuf::from("/tmp"), |(_, v)| PathBuf::from(v))
+    let dir = scratch().join(format!("tmp-{}", case.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 struct Before {
     tmp_dir: PathBuf,
     cache_root: PathBuf,
     shm: BTreeSet<String>,
+    system_tmp: BTreeSet<String>,
     tmp: BTreeSet<String>,
     cache: BTreeSet<String>,
 }
@@ -274,6 +278,7 @@ impl Before {
         let tmp_dir = tmp_dir(case);
         Before {
             shm: dir_names(Path::new("/dev/shm")),
+            system_tmp: dir_names(Path::new("/tmp")),
             tmp: dir_names(&tmp_dir),
             cache: cache_names(&cache_root),
             cache_root,
@@ -301,8 +306,14 @@ impl Before {
             (base.starts_with("runq") || base.starts_with(".tmp")) && !(killed && names_a_pid(base))
         };
         for name in dir_names(&self.tmp_dir).difference(&self.tmp) {
-            if temporary(name) {
+            if !(killed && names_a_pid(name)) {
                 out.push(format!("{}/{name}", self.tmp_dir.display()));
+            }
+        }
+        // Anything runq put in /tmp despite TMPDIR, named by its pid.
+        for name in dir_names(Path::new("/tmp")).difference(&self.system_tmp) {
+            if name.starts_with("runq") && names_a_pid(name) {
+                out.push(format!("/tmp/{name}"));
             }
         }
         for name in cache_names(&self.cache_root).difference(&self.cache) {
@@ -356,6 +367,7 @@ fn spawn(case: &Case, log: &Path) -> Child {
         .stdout(out)
         .stderr(err)
         .process_group(0);
+    cmd.env("TMPDIR", tmp_dir(case));
     for (k, v) in &case.env {
         cmd.env(k, v);
     }
@@ -669,14 +681,9 @@ fn vm_under_signals() {
         (1500, 6000),
     );
     case.end_within = Duration::from_secs(30);
-    let tmp = scratch().join("vm-tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    case.env = vec![
-        (
-            "XDG_CACHE_HOME".into(),
-            format!("{}/vm-cache", env!("CARGO_TARGET_TMPDIR")),
-        ),
-        ("TMPDIR".into(), tmp.display().to_string()),
-    ];
+    case.env = vec![(
+        "XDG_CACHE_HOME".into(),
+        format!("{}/vm-cache", env!("CARGO_TARGET_TMPDIR")),
+    )];
     campaign(&case, &[Signal::SIGKILL, Signal::SIGINT], 1);
 }
