@@ -999,3 +999,72 @@ fn detect_without_privileges_is_an_environment_error() {
         "{stderr}"
     );
 }
+
+/// Real-time budgets are a backend operation: on v1 with RT group
+/// scheduling, the cgroup and its budgetless ancestors get one top-down
+/// (the run root the larger root budget), so a SCHED_FIFO task may enter;
+/// on v2 there is nothing to do.
+#[test]
+fn rt_budgets_are_granted_down_to_the_cgroup() {
+    let manager = host_manager();
+    let cpu_root = manager
+        .paths("")
+        .into_iter()
+        .find(|p| p.join("cpu.rt_runtime_us").exists());
+    let Some(cpu_root) = cpu_root else {
+        assert!(
+            manager.grant_rt_runtime("", &[10_000]).is_ok(),
+            "a backend without RT budgets must accept the request"
+        );
+        common::skip(
+            "rt_budgets_are_granted_down_to_the_cgroup",
+            "no cgroup v1 cpu hierarchy with RT group scheduling (cpu.rt_runtime_us)",
+        );
+        return;
+    };
+    manager.create("rt/leaf").unwrap();
+    let budget = |rel: &str| -> u64 {
+        fs::read_to_string(cpu_root.join(rel).join("cpu.rt_runtime_us"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        budget("rt/leaf"),
+        0,
+        "new v1 cgroups start without a budget"
+    );
+    manager
+        .grant_rt_runtime("rt/leaf", &[30_000, 10_000])
+        .unwrap();
+    assert!(runq::cgroup::RT_ROOT_BUDGETS_US.contains(&budget("")));
+    assert!([30_000, 10_000].contains(&budget("rt")));
+    assert!([30_000, 10_000].contains(&budget("rt/leaf")));
+    // A budget already given is kept.
+    manager.grant_rt_runtime("rt/leaf", &[5_000]).unwrap();
+    assert!([30_000, 10_000].contains(&budget("rt/leaf")));
+    // Now a task inside may become SCHED_FIFO (with no budget: EPERM).
+    let sleeper = Proc::sleep();
+    manager.move_procs("rt/leaf", &[sleeper.pid()]).unwrap();
+    let chrt = Command::new("chrt")
+        .args(["-f", "-p", "1", &sleeper.pid().to_string()])
+        .output()
+        .expect("chrt (util-linux)");
+    assert!(
+        chrt.status.success(),
+        "SCHED_FIFO in the granted cgroup: {}",
+        String::from_utf8_lossy(&chrt.stderr)
+    );
+    let err = manager.grant_rt_runtime("missing", &[10_000]).unwrap_err();
+    assert_eq!(exit_code_for(&err), EXIT_BAD_INPUT, "{err:#}");
+}
+
+#[test]
+fn rt_budgets_are_a_no_op_on_v2() {
+    let mount = V2Mount::new();
+    let manager = v2_manager(&mount);
+    manager.create("rt").unwrap();
+    manager.grant_rt_runtime("rt", &[10_000]).unwrap();
+    assert!(!manager.paths("rt")[0].join("cpu.rt_runtime_us").exists());
+}
