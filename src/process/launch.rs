@@ -611,26 +611,30 @@ impl ChildPlan {
     }
 }
 
-/// Forks the child, which stops before exec until released.
-fn spawn_held(launch: Launch) -> Result<Supervised, LaunchError> {
-    let (out_read, out_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_error("output pipe"))?;
-    let (report_read, report_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_error("exec-report pipe"))?;
-    let (go_read, go_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_error("start pipe"))?;
-    // The parent reads without blocking (its owner polls); the child's
-    // write end stays blocking.
+/// The output pipe: (read end, write end). The parent reads without
+/// blocking (its owner polls); the child's write end stays blocking.
+fn output_pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_error("output pipe"))?;
     let flags = OFlag::from_bits_truncate(
-        fcntl(out_read.as_raw_fd(), FcntlArg::F_GETFL).map_err(setup_error("output pipe"))?,
+        fcntl(read.as_raw_fd(), FcntlArg::F_GETFL).map_err(setup_error("output pipe"))?,
     );
     fcntl(
-        out_read.as_raw_fd(),
+        read.as_raw_fd(),
         FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
     )
     .map_err(setup_error("output pipe"))?;
     // Best effort: slack for a program that writes while its owner is busy.
-    let _ = fcntl(out_read.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+    let _ = fcntl(read.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+    Ok((read, write))
+}
+
+/// Forks the child, which stops before exec until released.
+fn spawn_held(launch: Launch) -> Result<Supervised, LaunchError> {
+    let (out_read, out_write) = output_pipe()?;
+    let (report_read, report_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_error("exec-report pipe"))?;
+    let (go_read, go_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_error("start pipe"))?;
     let file = match &launch.output_file {
         Some(path) => Some(File::create(path).map_err(|source| LaunchError::Setup {
             what: "creating the output file",
