@@ -15,6 +15,8 @@ use runq::workload::{
     AffinityIntent, SchedPolicy, WorkGroup, WorkType, WorkerReport, WorkloadConfig, WorkloadHandle,
 };
 
+mod common;
+
 /// Progress counters are sampled this often during a hold.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
@@ -194,6 +196,8 @@ fn a_worker_moved_out_of_its_cpuset_fails_isolation() {
     let reports = handle.stop_and_collect();
     drop(manager);
     no_children_left();
+    let left = common::runq_roots_of(std::process::id());
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
     assert_eq!(
         reports[0].cpus_used.iter().copied().collect::<Vec<_>>(),
         vec![0],

@@ -14,6 +14,8 @@ use runq::workload::payload::{
 use runq::workload::ready::{marker_path, ReadyOutcome};
 use runq::workload::ExitShape;
 
+mod common;
+
 /// Payload tests fork and count children: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -507,4 +509,53 @@ fn payload_files_parse_and_validate() {
             "{err:#} lacks {wanted}"
         );
     }
+}
+
+/// `rt_runtime_us` gives the payload's cgroup (v1 with RT group scheduling)
+/// a real-time budget: without it a SCHED_FIFO program is refused there,
+/// with it the program runs and the knob holds the budget.
+#[test]
+fn rt_runtime_us_lets_a_fifo_payload_run_in_its_cgroup() {
+    let _serial = serial();
+    require("chrt");
+    let fifo = |rt_runtime_us: Option<u64>| PayloadSpec {
+        args: vec!["-f".into(), "10".into(), "true".into()],
+        timeout: Duration::from_secs(10),
+        rt_runtime_us,
+        ..PayloadSpec::new("fifo", "chrt")
+    };
+    let cgroup = TestCgroup::new();
+    let Some(knob) = rt_knob(&cgroup) else {
+        drop(cgroup);
+        return common::skip(
+            "rt_runtime_us_lets_a_fifo_payload_run_in_its_cgroup",
+            "no cpu.rt_runtime_us here (cgroup v2, or a kernel without RT group scheduling)",
+        );
+    };
+    let mut handle = PayloadHandle::spawn(&fifo(Some(150_000)), &cgroup.procs_files()).unwrap();
+    assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), "150000");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handle.tick(Duration::from_millis(20)) {
+        assert!(Instant::now() < deadline, "chrt never ended");
+    }
+    let report = handle.wait();
+    assert_eq!(report.exit, ExitShape::Exited(0), "{report:#?}");
+    assert!(report.passed, "{report:#?}");
+    drop(cgroup);
+
+    // Without a budget the same program is refused (chrt cannot set
+    // SCHED_FIFO in a cgroup whose rt_runtime_us is 0).
+    let (report, _) = run_in_cgroup(&fifo(None));
+    assert_eq!(report.exit, ExitShape::Exited(1), "{report:#?}");
+    assert!(!report.passed);
+    assert_no_children();
+}
+
+/// The `cpu.rt_runtime_us` file of the test cgroup, if its hierarchy has one.
+fn rt_knob(cgroup: &TestCgroup) -> Option<PathBuf> {
+    cgroup
+        .procs_files()
+        .iter()
+        .map(|p| p.with_file_name("cpu.rt_runtime_us"))
+        .find(|k| k.exists())
 }

@@ -1,14 +1,41 @@
-//! Captures of real kernel state: a busy child process in a real cgroup.
-//! Needs root and the cgroup v1 `cpu` hierarchy at /sys/fs/cgroup/cpu.
+//! Captures of real kernel state: a busy child process in a real cgroup,
+//! on the v1 `cpu` hierarchy (when the host has one) and on cgroup2.
+//! Needs root.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use runq::snapshot::{
-    parse_periodic_tag, summarize_phases, CaptureData, CaptureTargets, EventKind, PeriodicCaptures,
-    SnapshotBridge, SnapshotSection,
+    parse_periodic_tag, summarize_phases, CaptureData, CaptureTargets, EventKind, LoadAvg,
+    PeriodicCaptures, SnapshotBridge, SnapshotSection,
 };
+
+mod common;
+
+/// Where a test cgroup goes: the mount point of a hierarchy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hierarchy {
+    /// The v1 hierarchy with the `cpu` controller.
+    V1Cpu,
+    /// The cgroup2 hierarchy (`cpu.stat` is a core file there, with or
+    /// without the cpu controller).
+    V2,
+}
+
+impl Hierarchy {
+    /// The mount point, from /proc/self/mountinfo.
+    fn mount(self) -> Option<PathBuf> {
+        runq::cgroup::detect::read_mounts()
+            .unwrap()
+            .into_iter()
+            .find(|m| match self {
+                Hierarchy::V1Cpu => !m.unified && m.controllers.iter().any(|c| c == "cpu"),
+                Hierarchy::V2 => m.unified,
+            })
+            .map(|m| m.mount_point)
+    }
+}
 
 /// A real cgroup and a busy child inside it, removed on drop.
 struct BusyChildInCgroup {
@@ -18,12 +45,18 @@ struct BusyChildInCgroup {
 
 impl BusyChildInCgroup {
     fn start(name: &str) -> Self {
-        let root = Path::new("/sys/fs/cgroup/cpu");
-        assert!(
-            root.join("cgroup.procs").exists(),
-            "test needs the cgroup v1 cpu hierarchy mounted at {} (run as root)",
-            root.display()
-        );
+        let hierarchy = if Hierarchy::V1Cpu.mount().is_some() {
+            Hierarchy::V1Cpu
+        } else {
+            Hierarchy::V2
+        };
+        Self::start_in(hierarchy, name)
+    }
+
+    fn start_in(hierarchy: Hierarchy, name: &str) -> Self {
+        let root = hierarchy
+            .mount()
+            .unwrap_or_else(|| panic!("no {hierarchy:?} hierarchy is mounted"));
         let cgroup = root.join(format!("runq-test-{}-{name}", std::process::id()));
         std::fs::create_dir(&cgroup).expect("create test cgroup (run as root)");
         let child = Command::new("sh")
@@ -55,6 +88,16 @@ impl Drop for BusyChildInCgroup {
     }
 }
 
+/// `/proc/loadavg` read by the test itself.
+fn loadavg_now() -> LoadAvg {
+    runq::snapshot::parse_loadavg(&std::fs::read_to_string("/proc/loadavg").unwrap()).unwrap()
+}
+
+/// Threads of this process.
+fn own_threads() -> u32 {
+    std::fs::read_dir("/proc/self/task").unwrap().count() as u32
+}
+
 #[test]
 fn captures_real_task_cgroup_and_load_state() {
     let busy = BusyChildInCgroup::start("state");
@@ -65,7 +108,9 @@ fn captures_real_task_cgroup_and_load_state() {
     let mut bridge = SnapshotBridge::new();
     bridge.capture_scheduler("baseline", 0, &targets);
     std::thread::sleep(Duration::from_millis(300));
+    let load_before = loadavg_now();
     bridge.capture_scheduler("after_busy", 1, &targets);
+    let load_after = loadavg_now();
     bridge.capture_cgroup_procs("membership", 1, &targets);
 
     let CaptureData::Scheduler(before) = &bridge.get("baseline").unwrap().data else {
@@ -92,16 +137,38 @@ fn captures_real_task_cgroup_and_load_state() {
     );
     assert!(t1.sched["se.sum_exec_runtime"] > 0.0);
     assert_eq!(after.cgroups.len(), 1);
-    assert!(
-        after.cgroups[0].stat.contains_key("nr_periods"),
-        "{:?}",
-        after.cgroups[0].stat
-    );
+    // Every key of the cgroup's cpu.stat is in the capture.
+    let stat = &after.cgroups[0].stat;
+    let file = std::fs::read_to_string(busy.cgroup.join("cpu.stat")).unwrap();
+    for key in file.lines().filter_map(|l| l.split_whitespace().next()) {
+        assert!(stat.contains_key(key), "{key} of {file} not in {stat:?}");
+    }
+    assert!(!stat.is_empty());
+    // The captured load is /proc/loadavg of that moment: the averages move
+    // only every 5 s, so they equal a reading just before or just after;
+    // the task counts hold at least the busy child and this process.
     let load = after
         .loadavg
         .as_ref()
         .expect("/proc/loadavg is always there");
-    assert!(load.total > 0);
+    for (field, got, a, b) in [
+        ("one", load.one, load_before.one, load_after.one),
+        ("five", load.five, load_before.five, load_after.five),
+        (
+            "fifteen",
+            load.fifteen,
+            load_before.fifteen,
+            load_after.fifteen,
+        ),
+    ] {
+        assert!(
+            got == a || got == b,
+            "{field}: captured {got}, read {a} and {b}"
+        );
+    }
+    assert!(load.runnable >= 1, "{load:?}");
+    assert!(load.runnable <= load.total, "{load:?}");
+    assert!(load.total > own_threads(), "{load:?}");
 
     // /proc/schedstat exists only with CONFIG_SCHEDSTATS; either it was
     // parsed or its absence was logged.
@@ -204,4 +271,54 @@ fn periodic_captures_from_a_single_threaded_hold_loop() {
     assert_eq!(summaries[1].step_index, 1);
     assert_eq!(summaries[1].captures, periodic_tags.len());
     assert!(summaries[1].worker_run_ms >= 30.0, "{summaries:?}");
+}
+
+/// The same capture on cgroup2, where `cpu.stat` holds `usage_usec`,
+/// `user_usec` and `system_usec` (a core file, there even without the
+/// cpu controller).
+#[test]
+fn captures_cpu_stat_of_a_cgroup2_cgroup() {
+    if Hierarchy::V2.mount().is_none() {
+        return common::skip(
+            "captures_cpu_stat_of_a_cgroup2_cgroup",
+            "no cgroup2 hierarchy is mounted",
+        );
+    }
+    let busy = BusyChildInCgroup::start_in(Hierarchy::V2, "v2stat");
+    let targets = CaptureTargets {
+        worker_pids: vec![busy.pid()],
+        cgroup_dirs: vec![busy.cgroup.clone()],
+    };
+    let mut bridge = SnapshotBridge::new();
+    bridge.capture_scheduler("before", 0, &targets);
+    std::thread::sleep(Duration::from_millis(300));
+    bridge.capture_scheduler("after", 1, &targets);
+    let stat_of = |tag: &str| {
+        let CaptureData::Scheduler(state) = &bridge.get(tag).unwrap().data else {
+            panic!("{tag} is not a scheduler capture");
+        };
+        assert_eq!(state.cgroups.len(), 1, "{:?}", state.cgroups);
+        assert_eq!(state.cgroups[0].path, busy.cgroup);
+        state.cgroups[0].stat.clone()
+    };
+    let (before, after) = (stat_of("before"), stat_of("after"));
+    for key in ["usage_usec", "user_usec", "system_usec"] {
+        assert!(after.contains_key(key), "{key} missing: {after:?}");
+    }
+    assert!(
+        !after.contains_key("usage_ns"),
+        "no cpuacct on v2: {after:?}"
+    );
+    // The busy child got at least 30 ms of the 300 ms even on a loaded host.
+    let (u0, u1) = (before["usage_usec"], after["usage_usec"]);
+    assert!(u1 >= u0 + 30_000, "cgroup usage {u0} -> {u1} us");
+    assert!(after["usage_usec"] >= after["user_usec"]);
+    assert!(
+        !bridge
+            .events()
+            .iter()
+            .any(|e| e.kind == EventKind::CaptureUnavailable && e.detail.contains("cpu.stat")),
+        "{:?}",
+        bridge.events()
+    );
 }

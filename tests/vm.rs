@@ -59,15 +59,25 @@ impl Run {
 /// Runs `runq <args>` in `cwd` with a private TMPDIR, feeding `stdin`, and
 /// checks that nothing is left behind.
 fn runq_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    runq_in_env(cwd, args, stdin, &[])
+}
+
+/// [`runq_in`] with extra environment variables (set after the defaults).
+fn runq_in_env(cwd: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &Path)]) -> Run {
     require_tools();
     let tmp = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut child = Command::new(RUNQ)
+    let mut command = Command::new(RUNQ);
+    command
         .args(args)
         .current_dir(cwd)
         .env("TMPDIR", tmp.path())
         .env("XDG_CACHE_HOME", cache_dir())
-        .env_remove("RUNQ_CACHE_DIR")
+        .env_remove("RUNQ_CACHE_DIR");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
         .env_remove("RUNQ_LOG")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -170,6 +180,7 @@ fn guest_exit_codes_and_output_files_come_back() {
     // exiting 7 in the guest must give 7 on the host; the --json tree is
     // written in the guest's tmpfs and shipped back to the host path.
     let dir = tempfile::tempdir().unwrap();
+    let script = "echo guest-says-hi; exit 7";
     let run = runq_in(
         dir.path(),
         &[
@@ -181,16 +192,31 @@ fn guest_exit_codes_and_output_files_come_back() {
             "--",
             "/bin/sh",
             "-c",
-            "echo guest-says-hi; exit 7",
+            script,
         ],
         None,
     );
     assert_eq!(run.code(), 7, "{}", describe(&run));
-    assert!(run.stdout().contains("guest-says-hi"), "{}", describe(&run));
+    // The guest program's output, exactly: nothing of the boot mixed in.
+    assert_eq!(run.stdout(), "guest-says-hi\n", "{}", describe(&run));
     let tree = std::fs::read_to_string(dir.path().join("tree.json"))
         .unwrap_or_else(|e| panic!("tree.json not shipped back ({e}): {}", describe(&run)));
     let json: serde_json::Value = serde_json::from_str(&tree).expect("valid JSON");
-    assert!(json.to_string().contains("/bin/sh"), "{json}");
+    // One process: the shell, with its arguments and its exit.
+    let processes = json["processes"].as_array().expect("processes");
+    assert_eq!(processes.len(), 1, "{json}");
+    let shell = &processes[0];
+    assert_eq!(
+        shell["command"],
+        serde_json::json!(["/bin/sh", "-c", script]),
+        "{json}"
+    );
+    assert_eq!(
+        shell["status"],
+        serde_json::json!({"type": "exited", "code": 7}),
+        "{json}"
+    );
+    assert_eq!(json["exit_code"], 7, "{json}");
 }
 
 #[test]
@@ -284,11 +310,30 @@ fn bad_input_is_rejected_before_booting() {
     ] {
         let run = runq(args);
         assert_eq!(run.code(), 2, "{args:?}: {}", describe(&run));
-        assert!(
-            run.stderr().contains("error"),
-            "{args:?}: {}",
-            describe(&run)
-        );
+        // The message names the flag (or the guest command) and the value.
+        let wanted: &[&str] = match args[1] {
+            "--topology" if args.len() == 5 => &["--topology", "1n0l2c1t", "at least 1"],
+            "--topology" => &["--memory 256M", "128 MiB per node"],
+            "--memory" => &["--memory", "lots", "512M"],
+            "--timeout" => &["--timeout", "soon"],
+            "--kernel" => &["--kernel", "/nonexistent/vmlinuz"],
+            "--include" => &["--include /nonexistent/file", "name an existing file"],
+            _ => match args[2] {
+                "topo" => &["`runq topo --no-such-flag` is invalid", "'--no-such-flag'"],
+                "vm" => &["`runq vm` would start a VM inside the VM"],
+                _ => &[
+                    "/nonexistent/dir/out.json",
+                    "/nonexistent/dir does not exist",
+                ],
+            },
+        };
+        for w in wanted {
+            assert!(
+                run.stderr().contains(w),
+                "{args:?}: {w:?} missing: {}",
+                describe(&run)
+            );
+        }
         assert!(
             !run.stderr().contains("panicked"),
             "{args:?}: {}",
@@ -390,10 +435,163 @@ fn shell_runs_commands_from_stdin_and_returns_their_exit_code() {
     );
     assert_eq!(run.code(), 5, "{}", describe(&run));
     let stdout = run.stdout();
-    assert!(stdout.contains("shell-42"), "{}", describe(&run));
-    assert!(
-        stdout.contains("cpuset") && stdout.contains("cpu"),
-        "{}",
-        describe(&run)
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert!(lines.contains(&"shell-42"), "{}", describe(&run));
+    // Both controllers enabled below the root, by whole name.
+    let enabled: Vec<&str> = lines
+        .iter()
+        .find(|l| l.split_whitespace().any(|c| c == "cpuset"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    for controller in ["cpuset", "cpu"] {
+        assert!(
+            enabled.contains(&controller),
+            "{controller} not in subtree_control {enabled:?}: {}",
+            describe(&run)
+        );
+    }
+}
+
+/// What `--timings` says of the base image: "built" or "cached".
+fn image_state(run: &Run) -> String {
+    let stderr = run.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("runq vm: accel"))
+        .unwrap_or_else(|| panic!("no --timings line: {}", describe(run)));
+    line.rsplit("image ").next().unwrap().trim().to_string()
+}
+
+/// Base images in an initramfs cache directory (any depth).
+fn cached_images(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".cpio.gz") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `name` on PATH.
+fn which(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not on PATH"))
+}
+
+/// One fresh cache, three boots:
+/// 1. builds the base image; `runq trace --coverage --lcov` of a program
+///    shipped with `--include` writes its lcov file in the guest and it
+///    comes back identical to the same trace on the host; `--console FILE`
+///    keeps the guest kernel's console;
+/// 2. reuses the cached image;
+/// 3. with a changed input (another busybox) builds a new one.
+#[test]
+fn outputs_console_and_the_image_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_env: &[(&str, &Path)] = &[
+        ("RUNQ_CACHE_DIR", cache.path()),
+        ("XDG_CACHE_HOME", cache.path()),
+    ];
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trace/leaf.c");
+    let program = dir.path().join("leaf");
+    let status = Command::new("gcc")
+        .args(["-g", "-O0", "-static", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .expect("gcc (install the Debian package gcc)");
+    assert!(status.success(), "gcc failed on leaf.c");
+    let (program, source) = (program.to_str().unwrap(), source.to_str().unwrap());
+
+    // The same trace on the host, for comparison.
+    let host = Command::new(RUNQ)
+        .current_dir(dir.path())
+        .args(["trace", "--coverage", "--lcov", "host.info", "--", program])
+        .output()
+        .unwrap();
+    assert_eq!(host.status.code(), Some(4), "{host:?}");
+    let host_lcov = std::fs::read_to_string(dir.path().join("host.info")).unwrap();
+    assert!(host_lcov.contains(&format!("SF:{source}")), "{host_lcov}");
+
+    let run = runq_in_env(
+        dir.path(),
+        &[
+            "vm",
+            "--timings",
+            "--console",
+            "console.log",
+            "--include",
+            program,
+            "--include",
+            source,
+            "--",
+            "trace",
+            "--coverage",
+            "--lcov",
+            "guest.info",
+            "--",
+            program,
+        ],
+        None,
+        cache_env,
     );
+    assert_eq!(run.code(), 4, "leaf exits 4: {}", describe(&run));
+    assert_eq!(run.stdout(), "leaf: 1 arguments\n", "{}", describe(&run));
+    let guest_lcov = std::fs::read_to_string(dir.path().join("guest.info"))
+        .unwrap_or_else(|e| panic!("guest.info not shipped back ({e}): {}", describe(&run)));
+    assert_eq!(
+        guest_lcov, host_lcov,
+        "the guest's lcov differs from the host's"
+    );
+    let console = std::fs::read_to_string(dir.path().join("console.log"))
+        .unwrap_or_else(|e| panic!("no console file ({e}): {}", describe(&run)));
+    assert!(console.contains("Linux version"), "{console}");
+    assert!(console.contains("console=ttyS0"), "{console}");
+    assert_eq!(image_state(&run), "built", "{}", describe(&run));
+    let images = cached_images(cache.path());
+    assert_eq!(images.len(), 1, "{images:?}");
+
+    // Same inputs: the cached image is reused as it is.
+    let run = runq_in_env(
+        dir.path(),
+        &["vm", "--timings", "--", "topo"],
+        None,
+        cache_env,
+    );
+    assert_eq!(run.code(), 0, "{}", describe(&run));
+    assert_eq!(image_state(&run), "cached", "{}", describe(&run));
+    assert_eq!(cached_images(cache.path()), images);
+
+    // A changed input (busybox with one more byte): a new image.
+    let busybox = dir.path().join("busybox");
+    let mut bytes = std::fs::read(which("busybox")).unwrap();
+    bytes.push(0);
+    std::fs::write(&busybox, bytes).unwrap();
+    std::fs::set_permissions(
+        &busybox,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let env: Vec<(&str, &Path)> = cache_env
+        .iter()
+        .copied()
+        .chain([("RUNQ_BUSYBOX", busybox.as_path())])
+        .collect();
+    let run = runq_in_env(dir.path(), &["vm", "--timings", "--", "topo"], None, &env);
+    assert_eq!(run.code(), 0, "{}", describe(&run));
+    assert_eq!(image_state(&run), "built", "{}", describe(&run));
+    let rebuilt = cached_images(cache.path());
+    assert_eq!(rebuilt.len(), 2, "{rebuilt:?}");
+    assert!(images.iter().all(|i| rebuilt.contains(i)));
 }

@@ -765,11 +765,55 @@ fn runq() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_runq"))
 }
 
+/// One thread of a process as `/proc/PID/task/TID/stat` shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct ThreadState {
+    tgid: i32,
+    nice: i64,
+    policy: u64,
+}
+
+fn thread_state(tgid: i32, tid: i32) -> Option<ThreadState> {
+    let stat = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/stat")).ok()?;
+    // Fields after the command name: state is field 3, nice 19, policy 41.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(ThreadState {
+        tgid,
+        nice: fields[19 - 3].parse().ok()?,
+        policy: fields[41 - 3].parse().ok()?,
+    })
+}
+
+/// Threads of the processes `runq` (pid) started, by tid.
+fn worker_threads(runq_pid: u32) -> std::collections::BTreeMap<i32, ThreadState> {
+    let children = std::fs::read_to_string(format!("/proc/{runq_pid}/task/{runq_pid}/children"))
+        .unwrap_or_default();
+    let mut threads = std::collections::BTreeMap::new();
+    for child in children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+    {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{child}/task")) else {
+            continue;
+        };
+        for tid in tasks
+            .flatten()
+            .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        {
+            if let Some(state) = thread_state(child, tid) {
+                threads.insert(tid, state);
+            }
+        }
+    }
+    threads
+}
+
 #[test]
 fn cli_runs_a_workload_and_writes_json() {
+    const SCHED_BATCH: u64 = 3;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.json");
-    let out = runq()
+    let child = runq()
         .args([
             "workload",
             "--work",
@@ -779,7 +823,7 @@ fn cli_runs_a_workload_and_writes_json() {
         ])
         .args([
             "--duration",
-            "300ms",
+            "1500ms",
             "--clone",
             "thread",
             "--policy",
@@ -789,8 +833,30 @@ fn cli_runs_a_workload_and_writes_json() {
         ])
         .arg("--json")
         .arg(&path)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // While it runs: two worker threads of one host process, each with
+    // SCHED_BATCH and nice 3 (set by the workers before they start).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let live = loop {
+        let threads = worker_threads(child.id());
+        let workers: Vec<(i32, ThreadState)> = threads
+            .into_iter()
+            .filter(|(tid, s)| *tid != s.tgid && s.policy == SCHED_BATCH && s.nice == 3)
+            .collect();
+        if workers.len() == 2 {
+            break workers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw 2 worker threads with SCHED_BATCH and nice 3: {:?}",
+            worker_threads(child.id())
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -803,8 +869,24 @@ fn cli_runs_a_workload_and_writes_json() {
     );
     let value: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // The JSON states what was asked for ...
+    let config = &value["config"];
+    assert_eq!(config["clone_mode"], "Thread", "{config}");
+    assert_eq!(config["policy"], "Batch", "{config}");
+    assert_eq!(config["nice"], 3, "{config}");
+    assert_eq!(config["workers"], 2, "{config}");
+    assert_eq!(
+        config["work"],
+        serde_json::json!({"PipeIo": {"burst_iters": 10}})
+    );
+    // ... and its workers are the threads seen running that way.
     let workers: Vec<WorkerReport> = serde_json::from_value(value["workers"].clone()).unwrap();
     assert_eq!(workers.len(), 2);
+    let mut reported: Vec<i32> = workers.iter().map(|w| w.tid).collect();
+    reported.sort_unstable();
+    let seen: Vec<i32> = live.iter().map(|(tid, _)| *tid).collect();
+    assert_eq!(reported, seen, "{live:?}");
+    assert_eq!(live[0].1.tgid, live[1].1.tgid, "one host process: {live:?}");
     assert!(workers
         .iter()
         .all(|w| w.completed && w.wake_latency_count > 0));
@@ -812,18 +894,37 @@ fn cli_runs_a_workload_and_writes_json() {
 
 #[test]
 fn cli_bad_input_exits_two_with_the_valid_forms() {
-    for args in [
-        vec!["--work", "warp_drive"],
-        vec!["--work", "pipe_io", "--workers", "3"],
-        vec!["--work", "cpu_spin", "--duration", "soon"],
-        vec!["--work", "cpu_spin", "--clone", "vfork"],
-        vec!["--work", "cpu_spin", "--policy", "fifo:200"],
-        vec!["--work", "cpu_spin", "--cpus", ""],
-    ] {
-        let out = runq().arg("workload").args(&args).output().unwrap();
+    let cases: [(&[&str], &[&str]); 6] = [
+        (&["--work", "warp_drive"], &["--work", "`warp_drive`"]),
+        (
+            &["--work", "pipe_io", "--workers", "3"],
+            &["pipe_io", "3 workers", "use 2 or 4 workers"],
+        ),
+        (
+            &["--work", "cpu_spin", "--duration", "soon"],
+            &["--duration", "soon", "500ms"],
+        ),
+        (
+            &["--work", "cpu_spin", "--clone", "vfork"],
+            &["--clone `vfork`: use fork or thread"],
+        ),
+        (
+            &["--work", "cpu_spin", "--policy", "fifo:200"],
+            &["priority 200", "1..=99"],
+        ),
+        (
+            &["--work", "cpu_spin", "--cpus", ""],
+            &["empty CPU set", "list at least one CPU"],
+        ),
+    ];
+    for (args, wanted) in cases {
+        let out = runq().arg("workload").args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+        for w in wanted {
+            assert!(stderr.contains(w), "{args:?}: {w:?} not in {stderr}");
+        }
     }
     let out = runq()
         .args(["workload", "--work", "warp_drive"])
@@ -862,7 +963,7 @@ fn cli_durations_are_diagnosed_accurately() {
 }
 
 #[test]
-fn random_subset_and_llc_aligned_affinity_stay_inside_their_masks() {
+fn random_subset_affinity_stays_inside_the_allowed_cpus() {
     let allowed: BTreeSet<usize> = allowed_cpus().into_iter().collect();
     let mut cfg = config(WorkType::CpuSpin, 4, CloneMode::Fork);
     cfg.affinity = AffinityIntent::RandomSubset { count: 1 };
@@ -872,29 +973,95 @@ fn random_subset_and_llc_aligned_affinity_stay_inside_their_masks() {
         assert_eq!(r.cpus_used.len(), 1, "{:?}", r.cpus_used);
         assert!(r.cpus_used.is_subset(&allowed));
     }
-    let llcs = runq::topology::Topology::host().unwrap().llcs();
-    let mut cfg = config(WorkType::CpuSpin, 2, CloneMode::Thread);
-    cfg.affinity = AffinityIntent::LlcAligned;
-    let reports = leaves_nothing(|| run_for(&cfg, Duration::from_millis(150)));
-    for r in &reports {
-        assert!(
-            llcs.iter()
-                .any(|l| r.cpus_used.iter().all(|c| l.contains(c))),
-            "worker {} ran on {:?}, across LLCs {llcs:?}",
-            r.index,
-            r.cpus_used
-        );
+}
+
+/// Worker i of an `LlcAligned` group runs on the i-th last-level cache
+/// only. A host with one LLC cannot tell that from no pinning at all, so
+/// there this test reruns itself in a 2-LLC guest (`runq vm --topology
+/// 1n2l2c1t`, the test binary run by `runq trace` there).
+#[test]
+fn llc_aligned_workers_stay_on_their_own_llc() {
+    let llcs: Vec<BTreeSet<usize>> = runq::topology::Topology::host()
+        .unwrap()
+        .llcs()
+        .into_iter()
+        .map(|l| l.into_iter().collect())
+        .collect();
+    if llcs.len() < 2 {
+        return rerun_in_a_two_llc_guest("llc_aligned_workers_stay_on_their_own_llc");
     }
+    for mode in [CloneMode::Thread, CloneMode::Fork] {
+        let mut cfg = config(WorkType::CpuSpin, 2 * llcs.len(), mode);
+        cfg.affinity = AffinityIntent::LlcAligned;
+        let reports = leaves_nothing(|| run_for(&cfg, Duration::from_millis(150)));
+        for r in &reports {
+            let own = &llcs[r.index % llcs.len()];
+            assert!(
+                !r.cpus_used.is_empty() && r.cpus_used.is_subset(own),
+                "{mode:?} worker {} ran on {:?}, not only on LLC {own:?} of {llcs:?}",
+                r.index,
+                r.cpus_used
+            );
+        }
+    }
+    println!("LLC-ALIGNED-CHECKED on {} LLCs", llcs.len());
+}
+
+/// Runs the test `name` of this binary in a qemu guest with two LLCs and
+/// checks it ran there and passed.
+fn rerun_in_a_two_llc_guest(name: &str) {
+    let me = std::env::current_exe().unwrap();
+    let me = me.to_str().unwrap();
+    let out = runq()
+        .args([
+            "vm",
+            "--topology",
+            "1n2l2c1t",
+            "--memory",
+            "1G",
+            "--include",
+            me,
+        ])
+        .args(["--", "trace", "--", me, "--exact", name, "--nocapture"])
+        .arg("--test-threads=1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("LLC-ALIGNED-CHECKED on 2 LLCs"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// The memory policy `/proc/PID/numa_maps` shows for every mapping of a
+/// process (the task policy a worker set on itself, as the kernel prints
+/// it: `bind:0`, `prefer:0`, `interleave:0`, `local`, `default`).
+fn numa_maps_policies(pid: i32) -> BTreeSet<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/numa_maps: {e} (CONFIG_NUMA needed)"))
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
 }
 
 #[test]
 fn memory_policies_apply_on_this_kernel() {
     let node = runq::workload::online_nodes()[0];
-    for policy in [
-        MemPolicy::Bind(vec![node]),
-        MemPolicy::Preferred(node),
-        MemPolicy::Interleave(vec![node]),
-        MemPolicy::Local,
+    for (policy, shown) in [
+        (MemPolicy::Bind(vec![node]), format!("bind:{node}")),
+        (MemPolicy::Preferred(node), format!("prefer:{node}")),
+        (
+            MemPolicy::Interleave(vec![node]),
+            format!("interleave:{node}"),
+        ),
+        (MemPolicy::Local, "local".to_string()),
+        (MemPolicy::Default, "default".to_string()),
     ] {
         let mut cfg = config(
             WorkType::PageFaultChurn {
@@ -906,7 +1073,19 @@ fn memory_policies_apply_on_this_kernel() {
             CloneMode::Fork,
         );
         cfg.mem_policy = policy.clone();
-        let reports = leaves_nothing(|| run_for(&cfg, Duration::from_millis(100)));
+        let reports = leaves_nothing(|| {
+            // Workers set their policy before they park at the start line.
+            let mut handle = WorkloadHandle::spawn(&cfg).unwrap();
+            let parked = numa_maps_policies(handle.worker_pids()[0]);
+            handle.start().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let running = numa_maps_policies(handle.worker_pids()[0]);
+            let reports = handle.stop_and_collect();
+            for seen in [parked, running] {
+                assert_eq!(seen, BTreeSet::from([shown.clone()]), "{policy:?}");
+            }
+            reports
+        });
         assert!(reports[0].completed, "{policy:?}: {:?}", reports[0].exit);
     }
     let mut cfg = config(WorkType::CpuSpin, 1, CloneMode::Fork);
@@ -915,6 +1094,7 @@ fn memory_policies_apply_on_this_kernel() {
         .err()
         .expect("empty node set accepted");
     assert_eq!(exit_code_for(&err), EXIT_BAD_INPUT);
+    assert!(format!("{err:#}").contains("node"), "{err:#}");
 }
 
 #[test]
@@ -958,4 +1138,117 @@ fn refused_setup_fails_the_spawn_and_cleans_up() {
             "{mode:?}: the refused-setup check failed (status {status:#x}); see its output above"
         );
     }
+}
+
+/// Latencies the reservoir test records: more than the reservoir holds.
+const RECORDED_LATENCIES: u64 = 150_000;
+
+/// Records latencies 1..=RECORDED_LATENCIES ns once, then spins until told
+/// to stop.
+fn records_many_latencies(ctx: &WorkerContext) -> u64 {
+    for ns in 1..=RECORDED_LATENCIES {
+        ctx.record_latency_ns(ns);
+    }
+    let mut units = 0;
+    while !ctx.should_stop() {
+        std::hint::black_box(runq::workload::spin(1000));
+        ctx.tick(1);
+        units += 1;
+    }
+    units
+}
+
+/// Starts `cfg`, waits until worker 0 made `iterations` iterations (or
+/// fails after a deadline), stops and collects.
+fn run_until_iterations(cfg: &WorkloadConfig, iterations: u64) -> Vec<WorkerReport> {
+    let mut handle = WorkloadHandle::spawn(cfg).expect("spawn");
+    handle.start().expect("start");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.snapshot_iterations()[0] < iterations {
+        assert!(
+            Instant::now() < deadline,
+            "worker 0 made {:?} iterations in 30 s, wanted {iterations}",
+            handle.snapshot_iterations()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.stop_and_collect()
+}
+
+#[test]
+fn wake_latency_reservoir_keeps_100000_samples_and_the_true_total() {
+    use runq::workload::WAKE_LATENCY_CAP;
+    assert_eq!(WAKE_LATENCY_CAP, 100_000, "the README documents 100,000");
+    for mode in [CloneMode::Fork, CloneMode::Thread] {
+        let work = WorkType::Custom(CustomWork::new("latencies", records_many_latencies));
+        let reports = leaves_nothing(|| run_until_iterations(&config(work, 1, mode), 10));
+        let r = &reports[0];
+        assert!(r.completed, "{mode:?}: {:?}", r.exit);
+        assert_eq!(r.wake_latency_count, RECORDED_LATENCIES, "{mode:?}");
+        assert_eq!(r.wake_latency_ns.len(), WAKE_LATENCY_CAP, "{mode:?}");
+        // A sample of what was recorded, each value once, reaching into
+        // the part recorded after the reservoir filled (a reservoir that
+        // kept only the first values would have none of it: about a third
+        // of the samples are expected there).
+        let distinct: BTreeSet<u64> = r.wake_latency_ns.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            WAKE_LATENCY_CAP,
+            "{mode:?}: repeated samples"
+        );
+        assert!(
+            distinct
+                .iter()
+                .all(|ns| (1..=RECORDED_LATENCIES).contains(ns)),
+            "{mode:?}"
+        );
+        let late = distinct.range(WAKE_LATENCY_CAP as u64 + 1..).count();
+        assert!(
+            (25_000..42_000).contains(&late),
+            "{mode:?}: {late} samples from after the reservoir filled"
+        );
+    }
+}
+
+#[test]
+fn iteration_cost_reservoir_keeps_10000_samples() {
+    use runq::workload::ITERATION_COST_CAP;
+    assert_eq!(ITERATION_COST_CAP, 10_000, "the README documents 10,000");
+    let reports = leaves_nothing(|| {
+        run_until_iterations(&config(WorkType::CpuSpin, 1, CloneMode::Fork), 15_000)
+    });
+    let r = &reports[0];
+    assert!(r.completed, "{:?}", r.exit);
+    assert_eq!(r.iteration_cost_ns.len(), ITERATION_COST_CAP);
+    assert!(r.iteration_cost_ns.iter().all(|ns| *ns > 0));
+}
+
+#[test]
+fn only_the_first_1024_migrations_are_timestamped() {
+    use runq::workload::MIGRATION_EVENTS_CAP;
+    assert_eq!(MIGRATION_EVENTS_CAP, 1024, "the README documents 1024");
+    let allowed = allowed_cpus();
+    assert!(allowed.len() >= 2, "needs 2 CPUs, has {allowed:?}");
+    // Each iteration moves the worker to another CPU.
+    let work = WorkType::AffinityChurn { spin_iters: 100 };
+    let reports = leaves_nothing(|| run_until_iterations(&config(work, 1, CloneMode::Fork), 3_000));
+    let r = &reports[0];
+    assert!(r.completed, "{:?}", r.exit);
+    assert!(r.migrations > 2 * 1024, "only {} migrations", r.migrations);
+    let events = &r.migration_events;
+    assert_eq!(events.len(), MIGRATION_EVENTS_CAP);
+    // One chain of moves, in time order ...
+    for pair in events.windows(2) {
+        assert_eq!(pair[0].to_cpu, pair[1].from_cpu, "{pair:?}");
+        assert!(pair[0].at_ms <= pair[1].at_ms, "{pair:?}");
+    }
+    assert!(events.iter().all(|e| e.from_cpu != e.to_cpu));
+    // ... from the start of the run: the first of 2000+ moves comes long
+    // before the 1024th (kept events from the end would start at least
+    // halfway through their own span).
+    let (first, last) = (events[0].at_ms, events[1023].at_ms);
+    assert!(
+        first < last / 4.0,
+        "first kept move at {first} ms, last at {last} ms"
+    );
 }

@@ -37,7 +37,7 @@ pub struct Args {
     /// Seed for latency sampling and random choices.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Also write the reports as JSON: {"workers": [...]}.
+    /// Also write the setup and the reports as JSON: {"config": {...}, "workers": [...]}.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let reports = handle.stop_and_collect();
     print!("{}", render_table(&reports));
     if let Some(path) = &args.json {
-        let value = serde_json::json!({ "workers": reports });
+        let value = serde_json::json!({ "config": config, "workers": reports });
         let text = serde_json::to_string_pretty(&value)? + "\n";
         runq::output::write_output("--json", path, text.as_bytes())?;
     }

@@ -559,7 +559,15 @@ mod tests {
     #[test]
     fn catalog_is_large_unique_and_covers_every_family() {
         let all = all();
-        assert!(all.len() >= 25, "only {} scenarios", all.len());
+        // Exactly the size the README states ("(N scenarios; `runq list`)").
+        let readme = include_str!("../../README.md");
+        let stated = readme
+            .split(" scenarios; `runq list`)")
+            .next()
+            .and_then(|head| head.rsplit(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("the README states the catalog size");
+        assert_eq!(all.len(), stated, "the README says {stated} scenarios");
         let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
