@@ -154,9 +154,13 @@ fn parallel_window_never_exceeds_p() {
                 // A barrier: stay until p children run at once (or every
                 // child has started, so no more can come). With a window of
                 // p this always completes; a window that is too small
-                // leaves the children waiting until the deadline.
-                let deadline = std::time::Instant::now() + Duration::from_secs(20);
-                while running.load(SeqCst) < p as u64 && started.load(SeqCst) < CHILDREN {
+                // leaves a child waiting until the deadline (and the ones
+                // after it give up at once).
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while running.load(SeqCst) < p as u64
+                    && started.load(SeqCst) < CHILDREN
+                    && timed_out.load(SeqCst) == 0
+                {
                     if std::time::Instant::now() > deadline {
                         timed_out.fetch_add(1, SeqCst);
                         break;
