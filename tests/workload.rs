@@ -872,7 +872,7 @@ fn cli_runs_a_workload_and_writes_json() {
     // The JSON states what was asked for ...
     let config = &value["config"];
     assert_eq!(config["clone_mode"], "Thread", "{config}");
-    assert_eq!(config["policy"], "Batch", "{config}");
+    assert_eq!(config["policy"], "batch", "{config}");
     assert_eq!(config["nice"], 3, "{config}");
     assert_eq!(config["workers"], 2, "{config}");
     assert_eq!(
