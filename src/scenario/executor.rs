@@ -394,6 +394,12 @@ pub fn execute(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Executi
 
 /// Runs `scenario` drawing every choice from `rng` and calling `hooks` at
 /// step boundaries. `seed` is only recorded in the report.
+///
+/// The run's phases, in order: [`Executor::new`] (nothing exists yet),
+/// [`Executor::start`] (cgroups, workers, payloads), [`Executor::run_steps`]
+/// (boundaries, ops, holds; samples are taken during holds),
+/// [`Executor::collect`] (payloads and workers stopped, cgroups removed),
+/// then the [`Execution`] is assembled from what was collected.
 pub fn execute_with(
     scenario: &Scenario,
     opts: &RunOptions,
@@ -404,104 +410,26 @@ pub fn execute_with(
     let topology = Topology::host()?;
     let mut scenario = opts.apply(scenario);
     validate(&scenario, &topology)?;
-    let mut steps = std::mem::take(&mut scenario.steps);
-    let implicit = steps.is_empty();
-    if implicit {
-        steps.push(Step::new(Vec::new(), HoldSpec::Fraction(1.0)));
-    }
-
-    let mut ex = Executor {
-        batches: Vec::new(),
-        payloads: Vec::new(),
-        payload_reports: Vec::new(),
-        manager: None,
-        cgroups: BTreeMap::new(),
-        declared: scenario
-            .cgroups
-            .iter()
-            .map(|d| (d.name.clone(), d.clone()))
-            .collect(),
-        finished: Vec::new(),
-        resume: Vec::new(),
-        bridge: SnapshotBridge::new(),
-        periodic: scenario
-            .periodic_capture_ms
-            .map(|ms| PeriodicCaptures::new(Duration::from_millis(ms), Instant::now())),
-        topology: topology.clone(),
-        rng,
-        opts: opts.clone(),
-        total: scenario.duration,
-        progress: None,
-        run_start: Instant::now(),
-        step_index: 0,
-        held_ms: 0,
-        cgroup_root: String::new(),
+    let declared_steps = std::mem::take(&mut scenario.steps);
+    // No steps: hold the initial state for the whole run.
+    let mut steps = if declared_steps.is_empty() {
+        vec![Step::hold(HoldSpec::Fraction(1.0))]
+    } else {
+        declared_steps.clone()
     };
+
+    let mut ex = Executor::new(&scenario, opts, topology.clone(), rng);
     let started = Instant::now();
-    ex.open_manager()?;
-    for def in scenario.cgroups.iter().filter(|d| !d.deferred) {
-        ex.add_cgroup(def.clone(), true)?;
-    }
-    ex.start_payloads(&scenario.payloads)?;
-    ex.start_progress(&steps, &scenario);
-
-    let mut previous: Option<StepResult> = None;
-    let mut index = 0;
-    loop {
-        if opts.boundary_mode == BoundaryMode::Quiescent && index > 0 {
-            ex.quiesce(previous.as_mut())?;
-        }
-        let live = ex.live_views();
-        let mut boundary = Boundary {
-            index,
-            mode: opts.boundary_mode,
-            rng: &mut *ex.rng,
-            steps: &mut steps,
-            previous: previous.as_ref(),
-            live,
-        };
-        let before = boundary.steps.clone();
-        hooks.at_boundary(&mut boundary)?;
-        // A boundary may have waited long (exploration waits for forked
-        // timelines there): no new step starts after an interrupt.
-        check_interrupted()?;
-        if *boundary.steps != before {
-            let mut check = scenario.clone();
-            check.steps = steps.clone();
-            validate(&check, &ex.topology).context("a hook changed the steps")?;
-        }
-        if index >= steps.len() {
-            break;
-        }
-        if opts.boundary_mode == BoundaryMode::Quiescent && index > 0 {
-            ex.revive()?;
-        }
-        ex.step_index = index;
-        let step = steps[index].clone();
-        let step_started = Instant::now();
-        let mut result = StepResult {
-            index,
-            ..StepResult::default()
-        };
-        ex.mark_step_start();
-        for op in &step.ops {
-            ex.apply(op, &mut result)?;
-        }
-        ex.hold(&step, &mut result)?;
-        result.elapsed_ms = ms_since(step_started);
-        result.iterations = ex.step_iterations();
-        previous = Some(result);
-        index += 1;
-    }
-
-    ex.collect_payloads();
-    ex.stop_everything();
+    ex.start(&scenario, &steps)?;
+    ex.run_steps(&scenario, &mut steps, hooks)?;
+    ex.collect()?;
     let duration_ms = ms_since(started);
-    if let Some(pb) = ex.progress.take() {
-        pb.finish_and_clear();
-    }
-    ex.close_manager()?;
-    scenario.steps = if implicit { Vec::new() } else { steps };
+
+    scenario.steps = if declared_steps.is_empty() {
+        Vec::new()
+    } else {
+        steps
+    };
     Ok(Execution {
         scenario,
         seed,
@@ -540,7 +468,141 @@ struct Executor<'r> {
     cgroup_root: String,
 }
 
-impl Executor<'_> {
+impl<'r> Executor<'r> {
+    /// An executor for `scenario`: nothing is created yet.
+    fn new(
+        scenario: &Scenario,
+        opts: &RunOptions,
+        topology: Topology,
+        rng: &'r mut dyn RngCore,
+    ) -> Self {
+        Executor {
+            batches: Vec::new(),
+            payloads: Vec::new(),
+            payload_reports: Vec::new(),
+            manager: None,
+            cgroups: BTreeMap::new(),
+            declared: scenario
+                .cgroups
+                .iter()
+                .map(|d| (d.name.clone(), d.clone()))
+                .collect(),
+            finished: Vec::new(),
+            resume: Vec::new(),
+            bridge: SnapshotBridge::new(),
+            periodic: scenario
+                .periodic_capture_ms
+                .map(|ms| PeriodicCaptures::new(Duration::from_millis(ms), Instant::now())),
+            topology,
+            rng,
+            opts: opts.clone(),
+            total: scenario.duration,
+            progress: None,
+            run_start: Instant::now(),
+            step_index: 0,
+            held_ms: 0,
+            cgroup_root: String::new(),
+        }
+    }
+
+    /// Creates the run root and the initial cgroups with their workers,
+    /// starts the payloads and the progress bar.
+    fn start(&mut self, scenario: &Scenario, steps: &[Step]) -> anyhow::Result<()> {
+        self.open_manager()?;
+        for def in scenario.cgroups.iter().filter(|d| !d.deferred) {
+            self.add_cgroup(def.clone(), true)?;
+        }
+        self.start_payloads(&scenario.payloads)?;
+        self.start_progress(steps, scenario);
+        Ok(())
+    }
+
+    /// Every step, each after its boundary, then the boundary after the
+    /// last; hooks may rewrite the steps still to come.
+    fn run_steps(
+        &mut self,
+        scenario: &Scenario,
+        steps: &mut Vec<Step>,
+        hooks: &mut dyn ExecutorHooks,
+    ) -> anyhow::Result<()> {
+        let mut previous: Option<StepResult> = None;
+        let mut index = 0;
+        loop {
+            self.boundary(scenario, index, steps, previous.as_mut(), hooks)?;
+            if index >= steps.len() {
+                return Ok(());
+            }
+            if self.opts.boundary_mode == BoundaryMode::Quiescent && index > 0 {
+                self.revive()?;
+            }
+            previous = Some(self.run_step(index, &steps[index].clone())?);
+            index += 1;
+        }
+    }
+
+    /// The boundary before step `index`: quiesce (exploration), then the
+    /// hook, then validate the plan again if the hook changed it.
+    fn boundary(
+        &mut self,
+        scenario: &Scenario,
+        index: usize,
+        steps: &mut Vec<Step>,
+        mut previous: Option<&mut StepResult>,
+        hooks: &mut dyn ExecutorHooks,
+    ) -> anyhow::Result<()> {
+        if self.opts.boundary_mode == BoundaryMode::Quiescent && index > 0 {
+            self.quiesce(previous.as_deref_mut())?;
+        }
+        let before = steps.clone();
+        let mut boundary = Boundary {
+            index,
+            mode: self.opts.boundary_mode,
+            live: self.live_views(),
+            rng: &mut *self.rng,
+            steps,
+            previous: previous.as_deref(),
+        };
+        hooks.at_boundary(&mut boundary)?;
+        // A boundary may have waited long (exploration waits for forked
+        // timelines there): no new step starts after an interrupt.
+        check_interrupted()?;
+        if *steps != before {
+            let mut check = scenario.clone();
+            check.steps = steps.clone();
+            validate(&check, &self.topology).context("a hook changed the steps")?;
+        }
+        Ok(())
+    }
+
+    /// One step: its ops, then its hold.
+    fn run_step(&mut self, index: usize, step: &Step) -> anyhow::Result<StepResult> {
+        self.step_index = index;
+        let step_started = Instant::now();
+        let mut result = StepResult {
+            index,
+            ..StepResult::default()
+        };
+        self.mark_step_start();
+        for op in &step.ops {
+            self.apply(op, &mut result)?;
+        }
+        self.hold(step, &mut result)?;
+        result.elapsed_ms = ms_since(step_started);
+        result.iterations = self.step_iterations();
+        Ok(result)
+    }
+
+    /// The end of the run: payloads and workers stopped and collected, the
+    /// progress bar cleared, every cgroup removed.
+    fn collect(&mut self) -> anyhow::Result<()> {
+        self.collect_payloads();
+        self.stop_everything();
+        if let Some(pb) = self.progress.take() {
+            pb.finish_and_clear();
+        }
+        self.close_manager()
+    }
+
     fn open_manager(&mut self) -> anyhow::Result<()> {
         let manager = CgroupManager::detect()?;
         self.cgroup_root = manager.root_name().to_owned();
@@ -757,99 +819,111 @@ impl Executor<'_> {
         }
     }
 
+    /// Applies one op (at a step's start, and again every `every` of a loop
+    /// hold).
     fn apply(&mut self, op: &Op, result: &mut StepResult) -> anyhow::Result<()> {
-        let topo = self.topology.clone();
         match op {
             Op::AddCgroup { cgroup } => {
                 let def = self
                     .declared(cgroup)
                     .ok_or_else(|| anyhow::anyhow!("add_cgroup: {cgroup} is not declared"))?;
-                self.add_cgroup(def, true)?;
+                self.add_cgroup(def, true)
             }
-            Op::RemoveCgroup { cgroup } => {
-                self.stop_batches(cgroup, true, Some(result));
-                self.manager()?
-                    .backend()
-                    .remove(cgroup)
-                    .with_context(|| format!("removing cgroup {cgroup}"))?;
-                let prefix = format!("{cgroup}/");
-                self.cgroups
-                    .retain(|n, _| n != cgroup && !n.starts_with(&prefix));
-            }
+            Op::RemoveCgroup { cgroup } => self.remove_cgroup(cgroup, result),
             Op::SetCpuset { cgroup, cpuset } => {
-                let cpus = resolve_cpuset(cpuset, &topo)
+                let cpus = resolve_cpuset(cpuset, &self.topology)
                     .map_err(|m| anyhow::anyhow!("set_cpuset {cgroup}: {m}"))?;
-                self.write_cpuset(cgroup, Some(cpus))?;
+                self.write_cpuset(cgroup, Some(cpus))
             }
-            Op::ClearCpuset { cgroup } => self.write_cpuset(cgroup, None)?,
+            Op::ClearCpuset { cgroup } => self.write_cpuset(cgroup, None),
             Op::SwapCpusets { a, b } => {
                 let cpus_a = self.cgroups.get(a).and_then(|c| c.cpus.clone());
                 let cpus_b = self.cgroups.get(b).and_then(|c| c.cpus.clone());
                 self.write_cpuset(a, cpus_b)?;
-                self.write_cpuset(b, cpus_a)?;
+                self.write_cpuset(b, cpus_a)
             }
             Op::Spawn { cgroup, works } => {
                 let label = format!("{cgroup}@step{}", self.step_index);
-                self.spawn_batch(cgroup, label, works)?;
+                self.spawn_batch(cgroup, label, works)
             }
-            Op::Stop { cgroup } => self.stop_batches(cgroup, false, Some(result)),
-            Op::SetAffinity { cgroup, affinity } => {
-                let allowed = self.allowed(cgroup);
-                for batch in self.batches.iter_mut().filter(|b| &b.cgroup == cgroup) {
-                    for w in 0..batch.works.len() {
-                        let work = &batch.works[w];
-                        let masks = apply_affinity(
-                            &work.handle,
-                            affinity,
-                            work.spec.workers,
-                            &allowed,
-                            &topo,
-                            &mut *self.rng,
-                        )
-                        .with_context(|| format!("set_affinity on {cgroup}"))?;
-                        let masks = match masks {
-                            Some(m) => Some(m),
-                            // Inherit: back to every CPU the cgroup allows.
-                            None => {
-                                let all = vec![topo.cpu_ids(); work.spec.workers];
-                                for (i, mask) in all.iter().enumerate() {
-                                    work.handle.set_affinity(i, mask)?;
-                                }
-                                None
-                            }
-                        };
-                        batch.record_masks(w, masks);
-                    }
-                }
+            Op::Stop { cgroup } => {
+                self.stop_batches(cgroup, false, Some(result));
+                Ok(())
             }
-            Op::MoveTasks { from, to } => {
-                let bound = self.restricted(to);
-                let mut moved = Vec::new();
-                for (i, batch) in self.batches.iter().enumerate() {
-                    if &batch.cgroup == from {
-                        moved.push(i);
-                    }
-                }
-                for i in moved {
-                    let pids = self.batches[i].process_pids();
-                    self.manager()?
-                        .backend()
-                        .move_procs(to, &pids)
-                        .with_context(|| format!("moving the workers of {from} into {to}"))?;
-                    let weight = self.weight_of(to);
-                    let batch = &mut self.batches[i];
-                    batch.cgroup = to.clone();
-                    batch.widen_bound(bound.as_ref(), &topo);
-                    batch.forget_masks();
-                    if batch.weight != weight {
-                        batch.weight = None;
-                    }
-                }
-            }
+            Op::SetAffinity { cgroup, affinity } => self.set_affinity(cgroup, affinity),
+            Op::MoveTasks { from, to } => self.move_tasks(from, to),
             Op::CaptureSnapshot { tag } => {
                 let targets = self.capture_targets();
                 let step = self.step_index + 1;
                 self.bridge.capture_scheduler(tag, step, &targets);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the workers of `cgroup` and its children, then removes them.
+    fn remove_cgroup(&mut self, cgroup: &str, result: &mut StepResult) -> anyhow::Result<()> {
+        self.stop_batches(cgroup, true, Some(result));
+        self.manager()?
+            .backend()
+            .remove(cgroup)
+            .with_context(|| format!("removing cgroup {cgroup}"))?;
+        let prefix = format!("{cgroup}/");
+        self.cgroups
+            .retain(|n, _| n != cgroup && !n.starts_with(&prefix));
+        Ok(())
+    }
+
+    /// Re-pins every live worker of `cgroup`; `inherit` puts them back on
+    /// every CPU.
+    fn set_affinity(&mut self, cgroup: &str, affinity: &AffinityIntent) -> anyhow::Result<()> {
+        let allowed = self.allowed(cgroup);
+        let topo = &self.topology;
+        for batch in self.batches.iter_mut().filter(|b| b.cgroup == cgroup) {
+            for w in 0..batch.works.len() {
+                let work = &batch.works[w];
+                let masks = apply_affinity(
+                    &work.handle,
+                    affinity,
+                    work.spec.workers,
+                    &allowed,
+                    topo,
+                    &mut *self.rng,
+                )
+                .with_context(|| format!("set_affinity on {cgroup}"))?;
+                if masks.is_none() {
+                    // Inherit: back to every CPU the cgroup allows.
+                    for i in 0..work.spec.workers {
+                        work.handle.set_affinity(i, &topo.cpu_ids())?;
+                    }
+                }
+                batch.record_masks(w, masks);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every live worker of `from` into `to`; their batches then
+    /// belong to `to` (bound widened, pinned masks forgotten, weight kept
+    /// only when both cgroups have the same).
+    fn move_tasks(&mut self, from: &str, to: &str) -> anyhow::Result<()> {
+        let bound = self.restricted(to);
+        let weight = self.weight_of(to);
+        let moving: Vec<usize> = (0..self.batches.len())
+            .filter(|&i| self.batches[i].cgroup == from)
+            .collect();
+        for i in moving {
+            let pids = self.batches[i].process_pids();
+            self.manager()?
+                .backend()
+                .move_procs(to, &pids)
+                .with_context(|| format!("moving the workers of {from} into {to}"))?;
+            let batch = &mut self.batches[i];
+            batch.cgroup = to.to_owned();
+            batch.widen_bound(bound.as_ref(), &self.topology);
+            batch.forget_masks();
+            if batch.weight != weight {
+                batch.weight = None;
             }
         }
         Ok(())

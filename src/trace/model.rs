@@ -184,6 +184,36 @@ pub struct ExecRecord {
 }
 
 impl ProcessRecord {
+    /// A process that just appeared: one live thread, nothing exec'd since,
+    /// still running. `command`, `exe` and `execd` are what it started with
+    /// (a forked child's are its creator's).
+    pub fn started(
+        pid: i32,
+        parent: Option<i32>,
+        origin: Origin,
+        program: (Vec<String>, String, bool),
+        start: f64,
+    ) -> Self {
+        let (command, exe, execd) = program;
+        ProcessRecord {
+            pid,
+            parent,
+            origin,
+            command,
+            exe,
+            execs: Vec::new(),
+            execd,
+            start,
+            end: None,
+            status: None,
+            threads_total: 1,
+            threads_max: 1,
+            threads_live: 1,
+            crash: None,
+            detached: None,
+        }
+    }
+
     /// argv of the program it runs last.
     pub fn current_command(&self) -> &[String] {
         self.execs.last().map_or(&self.command, |e| &e.command)

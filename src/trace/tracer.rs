@@ -88,6 +88,18 @@ struct Task {
     held: Option<i32>,
 }
 
+impl Task {
+    /// A task of thread group `tgid` with nothing pending.
+    fn new(tgid: Pid, space: Option<SpaceId>) -> Self {
+        Task {
+            tgid,
+            space,
+            last_fault: None,
+            held: None,
+        }
+    }
+}
+
 /// A task whose initial stop came before its creator's fork/clone event.
 #[derive(Debug)]
 struct Unclaimed {
@@ -221,33 +233,19 @@ impl<'c> Tracer<'c> {
             killing: false,
             detaching: false,
         };
-        tracer.tasks.insert(
-            root,
-            Task {
-                tgid: root,
-                space: None,
-                last_fault: None,
-                held: None,
-            },
+        tracer.tasks.insert(root, Task::new(root, None));
+        let program = (
+            config.argv.clone(),
+            config.program.display().to_string(),
+            false,
         );
-        tracer.processes.push(ProcessRecord {
-            pid: root.as_raw(),
-            parent: None,
-            origin: Origin::Root,
-            command: config.argv.clone(),
-            exe: config.program.display().to_string(),
-            execs: Vec::new(),
-            execd: false,
-            start: 0.0,
-            end: None,
-            status: None,
-            threads_total: 1,
-            threads_max: 1,
-            threads_live: 1,
-            crash: None,
-            detached: None,
-        });
-        tracer.live.insert(root, 0);
+        tracer.add_process(ProcessRecord::started(
+            root.as_raw(),
+            None,
+            Origin::Root,
+            program,
+            0.0,
+        ));
         tracer.event(
             root,
             EventKind::Spawn {
@@ -485,51 +483,25 @@ impl<'c> Tracer<'c> {
             let creator_record = unclaimed
                 .creator
                 .and_then(|c| self.processes.iter().rposition(|p| p.pid == c.as_raw()));
-            let (command, exe, execd) = match creator_record {
-                Some(i) => {
-                    let p = &self.processes[i];
-                    (
-                        p.current_command().to_vec(),
-                        p.current_exe().to_string(),
-                        p.execd,
-                    )
-                }
+            let program = match creator_record {
+                Some(i) => self.program_of(i),
                 None => (read_cmdline(pid), String::new(), false),
             };
             let start = self.now();
-            self.processes.push(ProcessRecord {
-                pid: pid.as_raw(),
-                parent: unclaimed.creator.map(Pid::as_raw),
-                origin: Origin::Fork,
-                command,
-                exe,
-                execs: Vec::new(),
-                execd,
+            self.add_process(ProcessRecord::started(
+                pid.as_raw(),
+                unclaimed.creator.map(Pid::as_raw),
+                Origin::Fork,
+                program,
                 start,
-                end: None,
-                status: None,
-                threads_total: 1,
-                threads_max: 1,
-                threads_live: 1,
-                crash: None,
-                detached: None,
-            });
-            self.live.insert(pid, self.processes.len() - 1);
+            ));
             self.event(
                 unclaimed.creator.unwrap_or(pid),
                 EventKind::Fork {
                     child: pid.as_raw(),
                 },
             );
-            self.tasks.insert(
-                pid,
-                Task {
-                    tgid: pid,
-                    space: unclaimed.space,
-                    last_fault: None,
-                    held: None,
-                },
-            );
+            self.tasks.insert(pid, Task::new(pid, unclaimed.space));
             self.handle(unclaimed.report)?;
         }
         Ok(())
@@ -541,102 +513,33 @@ impl<'c> Tracer<'c> {
         let Some(parent_task) = self.tasks.get(&parent) else {
             return Ok(());
         };
+        let parent_tgid = parent_task.tgid;
         if self.tasks.contains_key(&child) {
             // Adopted early (its /proc parent was not its creator, as with
             // CLONE_PARENT): only the record's parent needs fixing.
-            let parent_tgid = parent_task.tgid.as_raw();
             if let Some(process) = self.process_mut(child) {
-                process.parent = Some(parent_tgid);
+                process.parent = Some(parent_tgid.as_raw());
             }
             return Ok(());
         }
-        let parent_tgid = parent_task.tgid;
         let parent_space = parent_task.space;
         let is_thread = origin == Origin::Clone && thread_group_of(child) == Some(parent_tgid);
         let shares_memory =
             sys::same_address_space(parent, child).unwrap_or(is_thread || origin == Origin::Vfork);
-        let space = match parent_space {
-            Some(id) if !shares_memory => {
-                let copy = self.spaces.get(&id).cloned().unwrap_or_default();
-                let new_id = self.next_space;
-                self.next_space += 1;
-                self.spaces.insert(new_id, copy);
-                Some(new_id)
-            }
-            other => other,
-        };
-        // clone(CLONE_VM | SIGCHLD) is reported as a fork event: call a
-        // process that shares its creator's memory a clone.
-        let origin = if origin == Origin::Fork && shares_memory {
-            Origin::Clone
-        } else {
-            origin
-        };
-        let tgid = if is_thread { parent_tgid } else { child };
-        self.tasks.insert(
-            child,
-            Task {
-                tgid,
-                space,
-                last_fault: None,
-                held: None,
-            },
-        );
+        let space = self.space_for_child(parent_space, shares_memory);
         if is_thread {
-            if let Some(process) = self.process_mut(parent_tgid) {
-                process.threads_live += 1;
-                process.threads_total += 1;
-                process.threads_max = process.threads_max.max(process.threads_live);
-            }
-            self.event(
-                parent_tgid,
-                EventKind::Thread {
-                    tid: child.as_raw(),
-                },
-            );
+            self.tasks.insert(child, Task::new(parent_tgid, space));
+            self.start_thread(parent_tgid, child);
         } else {
-            let (command, exe, execd) = match self.live.get(&parent_tgid) {
-                Some(&i) => {
-                    let p = &self.processes[i];
-                    (
-                        p.current_command().to_vec(),
-                        p.current_exe().to_string(),
-                        p.execd,
-                    )
-                }
-                None => (Vec::new(), String::new(), false),
+            self.tasks.insert(child, Task::new(child, space));
+            // clone(CLONE_VM | SIGCHLD) is reported as a fork event: call a
+            // process that shares its creator's memory a clone.
+            let origin = if origin == Origin::Fork && shares_memory {
+                Origin::Clone
+            } else {
+                origin
             };
-            let start = self.now();
-            self.processes.push(ProcessRecord {
-                pid: child.as_raw(),
-                parent: Some(parent_tgid.as_raw()),
-                origin,
-                command,
-                exe,
-                execs: Vec::new(),
-                execd,
-                start,
-                end: None,
-                status: None,
-                threads_total: 1,
-                threads_max: 1,
-                threads_live: 1,
-                crash: None,
-                detached: None,
-            });
-            self.live.insert(child, self.processes.len() - 1);
-            let kind = match origin {
-                Origin::Fork => EventKind::Fork {
-                    child: child.as_raw(),
-                },
-                Origin::Vfork => EventKind::Vfork {
-                    child: child.as_raw(),
-                },
-                _ => EventKind::Clone {
-                    child: child.as_raw(),
-                },
-            };
-            self.event(parent_tgid, kind);
+            self.start_process(parent_tgid, child, origin);
         }
         if self.killing {
             let _ = signal::kill(child, Signal::SIGKILL);
@@ -645,6 +548,77 @@ impl<'c> Tracer<'c> {
             self.handle(unclaimed.report)?;
         }
         Ok(())
+    }
+
+    /// The address space of a new task: its creator's when they share
+    /// memory, else a copy of it (breakpoints included).
+    fn space_for_child(
+        &mut self,
+        parent_space: Option<SpaceId>,
+        shares_memory: bool,
+    ) -> Option<SpaceId> {
+        match parent_space {
+            Some(id) if !shares_memory => {
+                let copy = self.spaces.get(&id).cloned().unwrap_or_default();
+                let new_id = self.next_space;
+                self.next_space += 1;
+                self.spaces.insert(new_id, copy);
+                Some(new_id)
+            }
+            other => other,
+        }
+    }
+
+    /// A new thread of `tgid`: counted in its process and in the timeline.
+    fn start_thread(&mut self, tgid: Pid, tid: Pid) {
+        if let Some(process) = self.process_mut(tgid) {
+            process.threads_live += 1;
+            process.threads_total += 1;
+            process.threads_max = process.threads_max.max(process.threads_live);
+        }
+        self.event(tgid, EventKind::Thread { tid: tid.as_raw() });
+    }
+
+    /// A new process created by `parent_tgid`: it starts with its
+    /// creator's program.
+    fn start_process(&mut self, parent_tgid: Pid, child: Pid, origin: Origin) {
+        let program = match self.live.get(&parent_tgid) {
+            Some(&i) => self.program_of(i),
+            None => (Vec::new(), String::new(), false),
+        };
+        let start = self.now();
+        self.add_process(ProcessRecord::started(
+            child.as_raw(),
+            Some(parent_tgid.as_raw()),
+            origin,
+            program,
+            start,
+        ));
+        let child = child.as_raw();
+        let kind = match origin {
+            Origin::Fork => EventKind::Fork { child },
+            Origin::Vfork => EventKind::Vfork { child },
+            _ => EventKind::Clone { child },
+        };
+        self.event(parent_tgid, kind);
+    }
+
+    /// The program record `index` runs now: (argv, exe, execd), what a
+    /// process it forks starts with.
+    fn program_of(&self, index: usize) -> (Vec<String>, String, bool) {
+        let p = &self.processes[index];
+        (
+            p.current_command().to_vec(),
+            p.current_exe().to_string(),
+            p.execd,
+        )
+    }
+
+    /// Records a new live process.
+    fn add_process(&mut self, record: ProcessRecord) {
+        self.live
+            .insert(Pid::from_raw(record.pid), self.processes.len());
+        self.processes.push(record);
     }
 
     /// PTRACE_EVENT_EXEC at `pid` (the thread group id), called by `former`.
@@ -697,15 +671,7 @@ impl<'c> Tracer<'c> {
         if let Some(task) = self.tasks.get_mut(&pid) {
             task.space = Some(space);
         } else {
-            self.tasks.insert(
-                pid,
-                Task {
-                    tgid,
-                    space: Some(space),
-                    last_fault: None,
-                    held: None,
-                },
-            );
+            self.tasks.insert(pid, Task::new(tgid, Some(space)));
         }
         self.collect_spaces();
 
@@ -949,15 +915,12 @@ impl<'c> Tracer<'c> {
                 let Some(held) = self.unclaimed.remove(&pid) else {
                     continue;
                 };
-                self.tasks.insert(
-                    pid,
-                    Task {
-                        tgid: thread_group_of(pid).unwrap_or(pid),
-                        space: held.space,
-                        last_fault: None,
-                        held: Some(0),
-                    },
-                );
+                let tgid = thread_group_of(pid).unwrap_or(pid);
+                let task = Task {
+                    held: Some(0),
+                    ..Task::new(tgid, held.space)
+                };
+                self.tasks.insert(pid, task);
             }
         } else {
             self.detaching = false;
