@@ -57,6 +57,41 @@ fn vm_topology(ctx: &mut Context) -> anyhow::Result<RunReport> {
     ctx.run(&catalog::find("steady").expect("the catalog has steady"))
 }
 
+/// Shared boots: this case runs first in the group (cases run by name)
+/// and leaves state behind on purpose: a process, a cgroup, a file in /tmp.
+#[runq::test(topology = "1n2l1c1t")]
+fn vm_a_leaves_state(_ctx: &mut Context) -> anyhow::Result<()> {
+    std::process::Command::new("/bin/busybox")
+        .args(["sleep", "1000"])
+        .spawn()?;
+    std::fs::create_dir("/sys/fs/cgroup/leaked")?;
+    std::fs::write("/tmp/leaked", "state of an earlier case")?;
+    Ok(())
+}
+
+/// ... and this one, in the same boot, must find none of it.
+#[runq::test(topology = "1n2l1c1t")]
+fn vm_b_finds_a_clean_guest(_ctx: &mut Context) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !std::path::Path::new("/sys/fs/cgroup/leaked").exists(),
+        "a cgroup of an earlier case is still there"
+    );
+    anyhow::ensure!(
+        !std::path::Path::new("/tmp/leaked").exists(),
+        "a file of an earlier case is still in /tmp"
+    );
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path().join("cmdline");
+        let cmdline = std::fs::read(&path).unwrap_or_default();
+        anyhow::ensure!(
+            !cmdline.starts_with(b"/bin/busybox\0sleep"),
+            "a process of an earlier case is still running ({})",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Every preset expands to its topologies (listed, never run here).
 #[runq::test(gauntlet = "small")]
 fn preset_small(_ctx: &mut Context) {}

@@ -99,6 +99,8 @@ fn one_test_per_topology_and_profile_named_fn_topology_profile() {
         "host_steady::1n1l1c1t::default",
         "host_too_large::4n2l4c2t::default",
         "vm_topology::1n2l1c1t::default",
+        "vm_a_leaves_state::1n2l1c1t::default",
+        "vm_b_finds_a_clean_guest::1n2l1c1t::default",
     ] {
         expected.push(name.to_string());
     }
@@ -176,4 +178,25 @@ fn vm_case_runs_its_body_inside_the_guest() {
     assert!(output.status.success(), "{all}");
     assert!(all.contains("1 passed; 0 failed"), "{all}");
     assert!(all.contains("1 VM case(s) in 1 boot(s)"), "{all}");
+}
+
+#[test]
+fn shared_boot_runs_a_group_in_one_guest_reset_between_cases() {
+    let mut command = Command::new(fixture());
+    command
+        .args(["vm_", "--test-threads=1"])
+        .env("RUNQ_SHARED_BOOT", "1")
+        .env_remove("CI")
+        .env_remove("RUNQ_BUDGET");
+    let output = command.output().expect("running the fixture");
+    let all = text(&output);
+    if all.contains("ignored (") && std::env::var("CI").as_deref() != Ok("true") {
+        eprintln!("SKIPPED: this machine cannot boot a VM case:\n{all}");
+        return;
+    }
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("3 passed; 0 failed"), "{all}");
+    assert!(all.contains("3 VM case(s) in 1 boot(s)"), "{all}");
+    // vm_a passed, so it left a process, a cgroup and a file; vm_b passed,
+    // so the reset between them removed all three.
 }

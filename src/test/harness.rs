@@ -72,9 +72,10 @@ fn trials(args: &Arguments) -> anyhow::Result<(Vec<Trial>, Announce)> {
     let mut trials = Vec::new();
     for (case, skip) in cases.iter().zip(&skips) {
         let ignored = skip.as_ref().is_some_and(|s| s.applies(ci));
-        // Listing marks skipped cases ignored (nextest reads that); a run
+        // Listing marks skipped cases ignored (nextest reads that), and so
+        // does `--ignored` (which runs only flagged cases); a plain run
         // reports them ignored with their reason at run time.
-        let flagged = ignored && args.list;
+        let flagged = ignored && (args.list || args.ignored);
         let runner = runner(case.clone(), skip.clone(), ci, forced, shared_boots.clone());
         trials.push(Trial::ignorable_test(case.name.clone(), runner).with_ignored_flag(flagged));
     }

@@ -171,3 +171,37 @@ pub fn run_on_host(case: &Case) -> anyhow::Result<CaseRun> {
         elapsed: started.elapsed(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(spec: &str) -> Topology {
+        Topology::from_spec_str(spec).unwrap()
+    }
+
+    #[test]
+    fn a_host_provides_every_topology_no_larger_in_any_dimension() {
+        let big = host("2n2l4c2t");
+        for fits in ["1n1l1c1t", "2n2l4c2t", "1n2l2c1t", "2n1l4c2t"] {
+            assert_eq!(
+                topology_shortfall(&fits.parse().unwrap(), &big),
+                None,
+                "{fits}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shortfall_names_each_missing_dimension() {
+        let small = host("1n1l2c1t");
+        let why = topology_shortfall(&"2n1l2c2t".parse().unwrap(), &small).unwrap();
+        assert!(why.contains("larger than this host (1n1l2c1t)"), "{why}");
+        assert!(why.contains("2 NUMA nodes (it has 1)"), "{why}");
+        assert!(why.contains("2 threads per core (it has 1)"), "{why}");
+        assert!(why.contains("8 CPUs (it has 2)"), "{why}");
+        // Same CPU count, other shape: two LLCs are not one.
+        let why = topology_shortfall(&"1n2l1c1t".parse().unwrap(), &small).unwrap();
+        assert!(why.contains("2 LLCs (it has 1)"), "{why}");
+    }
+}

@@ -158,10 +158,14 @@ pub fn choose_accel(choice: AccelChoice) -> anyhow::Result<Accel> {
         AccelChoice::Auto => match kvm_unusable_reason() {
             None => Ok(Accel::Kvm),
             Some(why) => {
-                eprintln!(
-                    "runq: WARNING: KVM is not usable ({why}); falling back to TCG software \
-                     emulation, which is many times slower. Pass --accel tcg to silence this."
-                );
+                // Once per process: a test harness boots many guests.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!(
+                        "runq: WARNING: KVM is not usable ({why}); falling back to TCG software \
+                         emulation, which is many times slower. Pass --accel tcg to silence this."
+                    )
+                });
                 Ok(Accel::Tcg)
             }
         },
