@@ -75,17 +75,10 @@ fn owner_pid(name: &str, prefix: &str) -> Option<u32> {
     pid.parse().ok().filter(|&p| p > 0)
 }
 
-/// True when no live process has this pid: none at all, or a zombie.
+/// True when no live process has this pid: none at all, or a zombie
+/// ([`crate::process::is_alive`]).
 pub fn pid_dead(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return true;
-    };
-    match procfs::process::Process::new(pid).and_then(|p| p.stat()) {
-        Ok(stat) => stat.state == 'Z' || stat.state == 'X',
-        Err(procfs::ProcError::NotFound(_)) => true,
-        // Unreadable (another pid namespace's /proc, permissions): keep it.
-        Err(_) => false,
-    }
+    i32::try_from(pid).map_or(true, |pid| !crate::process::is_alive(pid))
 }
 
 #[cfg(test)]

@@ -112,22 +112,7 @@ pub fn fetch(request: &FetchRequest, kernels_root: &Path) -> anyhow::Result<Fetc
     let metadata = KernelMetadata {
         format: store::METADATA_FORMAT,
         release: resolved.release.clone(),
-        origin: Origin::Debian {
-            suite: request.suite.clone(),
-            flavour: request.flavour.name().to_string(),
-            mirror: apt.mirror().to_string(),
-            version: resolved.version.clone(),
-            abi: resolved
-                .release
-                .strip_suffix(&format!("-{}", request.flavour.name()))
-                .unwrap_or(&resolved.release)
-                .to_string(),
-            packages: resolved
-                .packages
-                .iter()
-                .map(|p| format!("{} {}", p.package, p.version))
-                .collect(),
-        },
+        origin: debian_origin(request, apt.mirror(), &resolved),
         fetched_at: store::now_rfc3339(),
         capabilities,
         files: records(&entry)?,
@@ -138,6 +123,27 @@ pub fn fetch(request: &FetchRequest, kernels_root: &Path) -> anyhow::Result<Fetc
         anyhow::anyhow!("{} vanished right after it was installed", target.display())
     })?;
     Ok(Fetched::New(cached))
+}
+
+/// Where a fetched kernel came from, for its metadata.
+fn debian_origin(request: &FetchRequest, mirror: &str, resolved: &Resolved) -> Origin {
+    let flavour = request.flavour.name();
+    Origin::Debian {
+        suite: request.suite.clone(),
+        flavour: flavour.to_string(),
+        mirror: mirror.to_string(),
+        version: resolved.version.clone(),
+        abi: resolved
+            .release
+            .strip_suffix(&format!("-{flavour}"))
+            .unwrap_or(&resolved.release)
+            .to_string(),
+        packages: resolved
+            .packages
+            .iter()
+            .map(|p| format!("{} {}", p.package, p.version))
+            .collect(),
+    }
 }
 
 /// `linux-image-<flavour>` -> `linux-image-<release>` -> the image, binary

@@ -589,7 +589,7 @@ pub fn spawn_tied_to_parent(command: &mut Command) -> std::io::Result<Child> {
     // async-signal-safe system calls (prctl, getppid, sigprocmask).
     unsafe {
         command.pre_exec(move || {
-            crate::process::tie_to_parent(parent)?;
+            crate::process::fork::tie_to_parent(parent)?;
             nix::sys::signal::sigprocmask(
                 nix::sys::signal::SigmaskHow::SIG_SETMASK,
                 Some(&SigSet::empty()),
@@ -669,6 +669,9 @@ struct RunFiles {
 impl RunFiles {
     fn create(config: &VmConfig, boot: &PreparedBoot) -> anyhow::Result<RunFiles> {
         let channel_path = boot.dir.path().join("channel.fifo");
+        // A prepared boot may run more than once (benchmarks): a fresh fifo
+        // each time, so nothing of an earlier run is read.
+        let _ = std::fs::remove_file(&channel_path);
         nix::unistd::mkfifo(
             &channel_path,
             nix::sys::stat::Mode::from_bits_truncate(0o600),
