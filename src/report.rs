@@ -16,6 +16,7 @@ pub use crate::check::{CgroupStats, Stats};
 use crate::error::{RunqError, EXIT_CHECK_FAILED, EXIT_OK};
 use crate::snapshot::SnapshotSection;
 use crate::topology::{format_cpu_list, Topology};
+use crate::workload::payload::PayloadReport;
 
 /// Bumped whenever a field changes meaning or disappears; readers refuse
 /// other versions.
@@ -101,7 +102,7 @@ pub struct RunReport {
     pub captures: Option<SnapshotSection>,
     /// Results of external programs run beside the workers.
     #[serde(default)]
-    pub payloads: Vec<serde_json::Value>,
+    pub payloads: Vec<PayloadReport>,
 }
 
 /// The running kernel's release (`uname -r`).

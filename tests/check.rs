@@ -668,6 +668,32 @@ fn thresholds_defaults_toml_and_validation() {
     }
 }
 
+/// A payload report as a run records it (verdict fields filled).
+fn payload_fixture() -> runq::workload::payload::PayloadReport {
+    runq::workload::payload::PayloadReport {
+        name: "fixture".into(),
+        pid: 4242,
+        exit: ExitShape::Exited(0),
+        expected_exit: 0,
+        stopped: false,
+        timeout_ms: 10_000,
+        metrics: [("ops".to_string(), 12.5)].into(),
+        units: [("ops".to_string(), "ops/s".to_string())].into(),
+        missing_metrics: vec![],
+        bounds: vec![],
+        bound_violations: vec![],
+        escaped: vec![],
+        ready_required: false,
+        ready: None,
+        failures: vec![],
+        passed: true,
+        stdout_tail: "ops: 12.5\n".into(),
+        tree: vec![(4242, "fixture".into())],
+        traced: false,
+        wall_ms: 31.0,
+    }
+}
+
 fn sample_report(passing: bool) -> RunReport {
     let topo = Topology::from_spec_str("1n1l2c1t").unwrap();
     let second = if passing { 980 } else { 20 };
@@ -684,9 +710,7 @@ fn sample_report(passing: bool) -> RunReport {
         &Thresholds::default(),
         evaluation,
     );
-    report
-        .payloads
-        .push(serde_json::json!({"name": "fixture", "ok": true}));
+    report.payloads.push(payload_fixture());
     report
 }
 
@@ -702,6 +726,12 @@ fn report_json_round_trips_with_its_schema_version() {
     assert!(value["kernel_release"].as_str().unwrap().len() > 1);
     assert_eq!(value["cgroups"][0]["workers"][1]["tid"], 301);
     assert_eq!(value["checks"]["passed"], false);
+    assert_eq!(value["payloads"][0]["name"], "fixture");
+    assert_eq!(value["payloads"][0]["metrics"]["ops"], 12.5);
+    assert_eq!(
+        value["payloads"][0]["exit"],
+        serde_json::json!({"Exited": 0})
+    );
     let back = RunReport::from_json(&json).unwrap();
     assert_eq!(back, report);
 

@@ -11,7 +11,7 @@ use super::spec::MetricBound;
 use crate::workload::ExitShape;
 
 /// What a payload did.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PayloadReport {
     pub name: String,
     /// The program's pid (the root of its tree).
