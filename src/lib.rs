@@ -2,7 +2,9 @@
 //!
 //! Data flows one way: scenario -> (cgroup, workload) -> reports -> check ->
 //! report. `explore` wraps the scenario executor from outside; `trace` and
-//! `vm` wrap whole processes. See DESIGN.md for the process model.
+//! `vm` wrap whole processes. `docs/ARCHITECTURE.md` in the repository maps
+//! the modules and their files and states the process model (single-threaded
+//! before fork, death signals, cgroup roots, exit codes).
 
 pub mod cache;
 pub mod cgroup;

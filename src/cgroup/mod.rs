@@ -1,7 +1,9 @@
 //! One cgroup interface, two backends: cgroup v2 and v1 (hybrid hosts).
 //!
 //! A [`CgroupManager`] owns the run root `runq-<pid>` in every hierarchy it
-//! uses, placed under the cgroup runq itself runs in. Callers name cgroups by
+//! uses: on v1 under the cgroup runq itself runs in, on v2 at the hierarchy
+//! root (v2 gives no controllers below a non-root cgroup that holds
+//! processes, and runq's own cgroup holds runq). Callers name cgroups by
 //! paths relative to the run root (`"a"`, `"a/b"`; `""` is the run root) and
 //! never see hierarchy paths except through [`CgroupBackend::paths`].
 //!

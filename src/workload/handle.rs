@@ -161,7 +161,7 @@ impl WorkloadHandle {
             .chain(std::iter::once(read_end.as_raw_fd()))
             .collect();
         let shm_ptr: *const Shm = &self.shm;
-        // SAFETY: the controller is single-threaded while forking (DESIGN
+        // SAFETY: the controller is single-threaded while forking (the
         // process model); the child runs `child`, which ends in _exit.
         match unsafe { crate::process::fork_tied() } {
             Err(e) => Err(RunqError::environment(format!(
