@@ -2,8 +2,8 @@
 //! budget, covering every topology and every profile once before any is
 //! repeated.
 //!
-//! A case costs its scenario time (`duration`, else a default) plus, in a
-//! VM, one boot (`RUNQ_BOOT_ESTIMATE` seconds, else a figure for KVM or
+//! A case costs its scenario time (`duration`, else a default), its
+//! scheduler's start and stop when it has one, plus, in a VM, one boot (`RUNQ_BOOT_ESTIMATE` seconds, else a figure for KVM or
 //! TCG); with shared boots only the first case of a group pays the boot.
 //! Cases are taken greedily: the one adding the most uncovered topologies
 //! and profiles, then the cheapest, then the one whose function has run
@@ -25,6 +25,10 @@ pub const BOOT_ESTIMATE_ENV: &str = "RUNQ_BOOT_ESTIMATE";
 const BOOT_ESTIMATE_KVM: Duration = Duration::from_secs(5);
 /// The same under TCG (measured: about 15 s to a running scheduler).
 const BOOT_ESTIMATE_TCG: Duration = Duration::from_secs(20);
+/// Starting, attaching and stopping a scheduler in a case (every case
+/// starts its own, shared boot or not), with KVM and under TCG.
+const SCHEDULER_ESTIMATE_KVM: Duration = Duration::from_secs(1);
+const SCHEDULER_ESTIMATE_TCG: Duration = Duration::from_secs(5);
 /// A host case's process start and cleanup.
 const HOST_OVERHEAD: Duration = Duration::from_secs(1);
 
@@ -64,6 +68,15 @@ pub struct BudgetPlan {
     pub estimate: Duration,
 }
 
+/// What a scheduler adds to each case that has one.
+pub fn scheduler_estimate(boot: Duration) -> Duration {
+    if boot <= BOOT_ESTIMATE_KVM {
+        SCHEDULER_ESTIMATE_KVM
+    } else {
+        SCHEDULER_ESTIMATE_TCG
+    }
+}
+
 /// Seconds per boot for the estimate.
 pub fn boot_estimate() -> Duration {
     if let Some(seconds) = std::env::var(BOOT_ESTIMATE_ENV)
@@ -99,7 +112,12 @@ pub fn select(cases: &[Case], budget: Duration, boot: Duration, shared: bool) ->
         } else {
             boot
         };
-        boot_cost + case.run_estimate()
+        let scheduler_cost = if case.def.scheduler.is_some() {
+            scheduler_estimate(boot)
+        } else {
+            Duration::ZERO
+        };
+        boot_cost + scheduler_cost + case.run_estimate()
     };
     loop {
         let best = remaining
@@ -193,16 +211,16 @@ mod tests {
     fn a_small_budget_covers_every_topology_and_profile_first() {
         let cases = cases();
         let boot = Duration::from_secs(20);
-        // 24 cases; 4 of them cost 4 x 22 s = 88 s.
-        let plan = select(&cases, Duration::from_secs(90), boot, false);
+        // 24 cases; 4 of them cost 4 x (20 s boot + 5 s scheduler + 2 s) = 108 s.
+        let plan = select(&cases, Duration::from_secs(110), boot, false);
         assert_eq!(plan.selected.len(), 4, "{plan:?}");
         let (topologies, profiles) = coverage(&cases, &plan.selected);
         assert_eq!(topologies.len(), 4, "{plan:?}");
         assert_eq!(profiles.len(), 2, "{plan:?}");
         assert_eq!(plan.selected.len() + plan.skipped.len(), cases.len());
-        assert!(plan.estimate <= Duration::from_secs(90));
+        assert!(plan.estimate <= Duration::from_secs(110));
         // Deterministic: the same input gives the same plan.
-        assert_eq!(plan, select(&cases, Duration::from_secs(90), boot, false));
+        assert_eq!(plan, select(&cases, Duration::from_secs(110), boot, false));
     }
 
     #[test]
@@ -210,7 +228,7 @@ mod tests {
         let cases = cases();
         let plan = select(
             &cases,
-            Duration::from_secs(200),
+            Duration::from_secs(260),
             Duration::from_secs(20),
             false,
         );
