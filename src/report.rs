@@ -368,6 +368,59 @@ fn change(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// Two rows per cgroup of either run: its iterations and CPU time.
+fn compare_cgroups(a: &RunReport, b: &RunReport) -> String {
+    let mut out = String::new();
+    let names: BTreeSet<&str> = a
+        .stats
+        .per_cgroup
+        .iter()
+        .chain(&b.stats.per_cgroup)
+        .map(|c| c.name.as_str())
+        .collect();
+    for name in names {
+        let ca = a.stats.per_cgroup.iter().find(|c| c.name == name);
+        let cb = b.stats.per_cgroup.iter().find(|c| c.name == name);
+        let it = |c: Option<&CgroupStats>| c.map(|c| c.iterations as f64);
+        let cpu = |c: Option<&CgroupStats>| c.map(|c| c.cpu_time_ms);
+        let _ = writeln!(
+            out,
+            "{:22}  {:>16}  {:>16}  {:>8}",
+            format!("{name} iterations"),
+            opt(it(ca), "", 0),
+            opt(it(cb), "", 0),
+            change(it(ca), it(cb))
+        );
+        let _ = writeln!(
+            out,
+            "{:22}  {:>16}  {:>16}  {:>8}",
+            format!("{name} cpu ms"),
+            opt(cpu(ca), "", 1),
+            opt(cpu(cb), "", 1),
+            change(cpu(ca), cpu(cb))
+        );
+    }
+    out
+}
+
+/// One row per check of either run: both verdicts, marked when they differ.
+fn compare_checks(a: &RunReport, b: &RunReport) -> String {
+    let mut out = String::new();
+    let mut checks: Vec<&str> = Vec::new();
+    for c in a.checks.checks.iter().chain(&b.checks.checks) {
+        if !checks.contains(&c.name.as_str()) {
+            checks.push(&c.name);
+        }
+    }
+    for name in checks {
+        let va = a.checks.get(name).map_or("-", |c| c.verdict());
+        let vb = b.checks.get(name).map_or("-", |c| c.verdict());
+        let mark = if va != vb { "changed" } else { "" };
+        let _ = writeln!(out, "{name:22}  {va:>16}  {vb:>16}  {mark:>8}");
+    }
+    out
+}
+
 /// A side-by-side comparison of two runs' statistics and check verdicts.
 pub fn compare(a: &RunReport, b: &RunReport) -> String {
     let mut out = String::new();
@@ -436,46 +489,7 @@ pub fn compare(a: &RunReport, b: &RunReport) -> String {
             change(va, vb)
         );
     }
-    let names: BTreeSet<&str> = a
-        .stats
-        .per_cgroup
-        .iter()
-        .chain(&b.stats.per_cgroup)
-        .map(|c| c.name.as_str())
-        .collect();
-    for name in names {
-        let ca = a.stats.per_cgroup.iter().find(|c| c.name == name);
-        let cb = b.stats.per_cgroup.iter().find(|c| c.name == name);
-        let it = |c: Option<&CgroupStats>| c.map(|c| c.iterations as f64);
-        let cpu = |c: Option<&CgroupStats>| c.map(|c| c.cpu_time_ms);
-        let _ = writeln!(
-            out,
-            "{:22}  {:>16}  {:>16}  {:>8}",
-            format!("{name} iterations"),
-            opt(it(ca), "", 0),
-            opt(it(cb), "", 0),
-            change(it(ca), it(cb))
-        );
-        let _ = writeln!(
-            out,
-            "{:22}  {:>16}  {:>16}  {:>8}",
-            format!("{name} cpu ms"),
-            opt(cpu(ca), "", 1),
-            opt(cpu(cb), "", 1),
-            change(cpu(ca), cpu(cb))
-        );
-    }
-    let mut checks: Vec<&str> = Vec::new();
-    for c in a.checks.checks.iter().chain(&b.checks.checks) {
-        if !checks.contains(&c.name.as_str()) {
-            checks.push(&c.name);
-        }
-    }
-    for name in checks {
-        let va = a.checks.get(name).map_or("-", |c| c.verdict());
-        let vb = b.checks.get(name).map_or("-", |c| c.verdict());
-        let mark = if va != vb { "changed" } else { "" };
-        let _ = writeln!(out, "{name:22}  {va:>16}  {vb:>16}  {mark:>8}");
-    }
+    out.push_str(&compare_cgroups(a, b));
+    out.push_str(&compare_checks(a, b));
     out
 }

@@ -146,6 +146,40 @@ pub fn cgroup_identity(name: &str) -> &str {
     name.split('@').next().unwrap_or(name)
 }
 
+/// The CPU a worker got as a fraction of its fair share, with the line
+/// that explains the figure; or why its share is not checked.
+fn share_ratio(input: &CheckInput, entries: &[Entry], e: &Entry) -> Result<(f64, String), String> {
+    let (share, pool_ns, contenders) = match fair_share(input, entries, e) {
+        FairShare::Exempt(why) => return Err(format!("{}: {why}", e.label)),
+        FairShare::Fair {
+            share,
+            pool_ns,
+            contenders,
+        } => (share, pool_ns, contenders),
+    };
+    // One worker cannot use more than one CPU for its wall time.
+    let fair_ns = (share * pool_ns).min(e.wall_ns(&input.cgroups[e.cgroup]));
+    if fair_ns <= 0.0 {
+        return Err(format!(
+            "{}: its contenders got no CPU at all, share not checked",
+            e.label
+        ));
+    }
+    let ratio = e.report.cpu_time_ns as f64 / fair_ns;
+    let line = format!(
+        "{}: {:.1} ms CPU of a fair {:.1} ms ({:.3} of the {:.1} ms its {} contenders on CPUs {} got) = {:.2} of fair",
+        e.label,
+        e.report.cpu_time_ns as f64 / 1e6,
+        fair_ns / 1e6,
+        share,
+        pool_ns / 1e6,
+        contenders,
+        format_set(&e.allowed),
+        ratio
+    );
+    Ok((ratio, line))
+}
+
 pub(super) fn check(input: &CheckInput, entries: &[Entry], t: &Thresholds) -> CheckOutcome {
     let mut offenders = Vec::new();
     let mut notes = Vec::new();
@@ -153,7 +187,6 @@ pub(super) fn check(input: &CheckInput, entries: &[Entry], t: &Thresholds) -> Ch
     let mut progressed = 0;
     let mut share_checked = 0;
     for e in entries.iter().filter(|e| e.reported) {
-        let cg = &input.cgroups[e.cgroup];
         if e.report.work_units < t.min_work_units {
             offenders.push(format!(
                 "{}: made {} work units, fewer than min_work_units {}",
@@ -162,35 +195,10 @@ pub(super) fn check(input: &CheckInput, entries: &[Entry], t: &Thresholds) -> Ch
         } else {
             progressed += 1;
         }
-        match fair_share(input, entries, e) {
-            FairShare::Exempt(why) => notes.push(format!("{}: {why}", e.label)),
-            FairShare::Fair {
-                share,
-                pool_ns,
-                contenders,
-            } => {
-                // One worker cannot use more than one CPU for its wall time.
-                let fair_ns = (share * pool_ns).min(e.wall_ns(cg));
-                if fair_ns <= 0.0 {
-                    notes.push(format!(
-                        "{}: its contenders got no CPU at all, share not checked",
-                        e.label
-                    ));
-                    continue;
-                }
+        match share_ratio(input, entries, e) {
+            Err(note) => notes.push(note),
+            Ok((ratio, line)) => {
                 share_checked += 1;
-                let ratio = e.report.cpu_time_ns as f64 / fair_ns;
-                let line = format!(
-                    "{}: {:.1} ms CPU of a fair {:.1} ms ({:.3} of the {:.1} ms its {} contenders on CPUs {} got) = {:.2} of fair",
-                    e.label,
-                    e.report.cpu_time_ns as f64 / 1e6,
-                    fair_ns / 1e6,
-                    share,
-                    pool_ns / 1e6,
-                    contenders,
-                    format_set(&e.allowed),
-                    ratio
-                );
                 if ratio < t.min_cpu_share {
                     offenders.push(format!("{line}, below min_cpu_share {}", t.min_cpu_share));
                 }
