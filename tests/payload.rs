@@ -532,13 +532,14 @@ fn rt_runtime_us_lets_a_fifo_payload_run_in_its_cgroup() {
             "no cpu.rt_runtime_us here (cgroup v2, or a kernel without RT group scheduling)",
         );
     };
-    let mut handle = PayloadHandle::spawn(&fifo(Some(150_000)), &cgroup.procs_files()).unwrap();
+    let mut handle =
+        PayloadHandle::spawn_in(&fifo(Some(150_000)), cgroup.manager.backend(), "payload").unwrap();
     assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), "150000");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !handle.tick(Duration::from_millis(20)) {
         assert!(Instant::now() < deadline, "chrt never ended");
     }
-    let report = handle.wait();
+    let report = judge(handle.wait());
     assert_eq!(report.exit, ExitShape::Exited(0), "{report:#?}");
     assert!(report.passed, "{report:#?}");
     drop(cgroup);

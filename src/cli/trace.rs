@@ -171,6 +171,7 @@ fn validate(args: &Args) -> Result<TraceConfig> {
         coverage: args.coverage.then_some(filter),
         program_lines,
         on_interrupt: args.on_interrupt.into(),
+        contain: true,
     })
 }
 

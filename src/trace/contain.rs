@@ -51,6 +51,14 @@ pub struct Containment {
 }
 
 impl Containment {
+    /// No containment: the caller keeps the tree in its own cgroups.
+    pub fn none() -> Containment {
+        Containment {
+            manager: None,
+            guard_pipe: None,
+        }
+    }
+
     /// A cgroup for the tree plus its guard; without cgroups, an empty
     /// containment (and a warning).
     pub fn start() -> Containment {
@@ -164,17 +172,18 @@ fn spawn_guard(dirs: Vec<PathBuf>) -> anyhow::Result<OwnedFd> {
     // SAFETY: the process is single-threaded (checked above), so the child
     // inherits no lock held by another thread; it only runs the guard and
     // leaves with _exit.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Child => {
+    // No death signal: the guard must outlive runq.
+    match unsafe { crate::process::fork_untied() }? {
+        crate::process::Forked::Child => {
             drop(write_end);
             // SAFETY: as above; the intermediate child exits at once, so the
             // guard is reparented away from runq.
-            match unsafe { nix::unistd::fork() } {
-                Ok(nix::unistd::ForkResult::Child) => guard_main(read_end, &dirs),
+            match unsafe { crate::process::fork_untied() } {
+                Ok(crate::process::Forked::Child) => guard_main(read_end, &dirs),
                 _ => crate::explore::fork::exit_now(0),
             }
         }
-        nix::unistd::ForkResult::Parent { child } => {
+        crate::process::Forked::Parent(child) => {
             drop(read_end);
             let _ = nix::sys::wait::waitpid(child, None);
             Ok(write_end)

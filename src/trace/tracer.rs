@@ -61,6 +61,11 @@ pub struct TraceConfig {
     /// same filter (it is then not read again).
     pub program_lines: Option<ImageLines>,
     pub on_interrupt: InterruptAction,
+    /// Contain the traced tree in its own cgroup root with a guard (see
+    /// `contain.rs`). Off when the caller already holds the tree in its
+    /// own cgroups and kills it there (a traced payload stays in its
+    /// scenario cgroup).
+    pub contain: bool,
 }
 
 /// Everything a finished trace knows.
@@ -135,7 +140,11 @@ pub fn trace(config: &TraceConfig) -> Result<TraceOutcome> {
     ] {
         watched.add(s);
     }
-    let containment = Containment::start();
+    let containment = if config.contain {
+        Containment::start()
+    } else {
+        Containment::none()
+    };
     let old_mask = sys::block_signals(&watched)?;
     let result = (|| {
         let signals =

@@ -126,6 +126,8 @@ fn run_tracer(program: &Path, spec: &PayloadSpec, channel: OwnedFd, ready_dir: &
         coverage: None,
         program_lines: None,
         on_interrupt: crate::trace::InterruptAction::Kill,
+        // The payload's cgroups hold the tree; the handle kills it there.
+        contain: false,
     };
     let tree = match crate::trace::trace(&config) {
         Ok(outcome) => TracedTree {
