@@ -31,6 +31,8 @@ enum Command {
     Run(cli::run::Args),
     /// Print a saved JSON run report, or compare two side by side.
     Report(cli::report::Args),
+    /// Judge B's runs against A's, metric by metric (regressed, improved, unchanged).
+    Compare(cli::compare::Args),
     /// Explore a randomized scenario by fork-based timeline splitting.
     Explore(cli::explore::ExploreArgs),
     /// Replay the timeline a recipe describes, without forking.
@@ -64,6 +66,7 @@ fn main() {
         Command::List(a) => cli::list::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Report(a) => cli::report::run(a),
+        Command::Compare(a) => cli::compare::run(a),
         Command::Explore(a) => cli::explore::run_explore(a),
         Command::Replay(a) => cli::explore::run_replay(a),
         Command::Trace(a) => cli::trace::run(a),

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::{AssertResult, CgroupRun, CheckInput, Evaluation, Thresholds};
 pub use crate::check::{CgroupStats, Stats};
-use crate::error::{RunqError, EXIT_CHECK_FAILED, EXIT_OK};
+use crate::error::{RunqError, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, EXIT_OK};
+use crate::host::{HostContext, HostNoise};
 use crate::snapshot::SnapshotSection;
 use crate::topology::{format_cpu_list, Topology};
 use crate::workload::payload::PayloadReport;
@@ -103,6 +104,12 @@ pub struct RunReport {
     /// Results of external programs run beside the workers.
     #[serde(default)]
     pub payloads: Vec<PayloadReport>,
+    /// The machine the run ran on.
+    #[serde(default)]
+    pub host: HostContext,
+    /// How busy the run's CPUs were with other work during the holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<HostNoise>,
 }
 
 /// The running kernel's release (`uname -r`).
@@ -142,6 +149,8 @@ impl RunReport {
             stats,
             captures: None,
             payloads: Vec::new(),
+            host: HostContext::collect(None),
+            noise: None,
         }
     }
 
@@ -151,6 +160,22 @@ impl RunReport {
             EXIT_OK
         } else {
             EXIT_CHECK_FAILED
+        }
+    }
+
+    /// Every check failed while the host was busy (see
+    /// [`crate::check::CheckOutcome::host_busy`]): the failure may be the
+    /// host's, not the scheduler's.
+    pub fn failed_on_busy_host(&self) -> bool {
+        !self.checks.passed && self.checks.failed().all(|c| c.host_busy.is_some())
+    }
+
+    /// Like [`RunReport::exit_code`], but with `strict_host` a failure
+    /// while the host was busy is inconclusive: 3 instead of 1.
+    pub fn exit_code_strict(&self, strict_host: bool) -> i32 {
+        match self.exit_code() {
+            EXIT_CHECK_FAILED if strict_host && self.failed_on_busy_host() => EXIT_ENVIRONMENT,
+            code => code,
         }
     }
 
@@ -233,7 +258,17 @@ impl RunReport {
             .max()
             .unwrap_or(0);
         for c in &self.checks.checks {
-            let _ = writeln!(out, "{} {:width$}  {}", c.verdict(), c.name, c.summary);
+            let note = match &c.host_busy {
+                Some(why) => format!(" (host busy: {why})"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{} {:width$}  {}{note}",
+                c.verdict(),
+                c.name,
+                c.summary
+            );
             if !c.passed {
                 for d in c.details.iter().take(MAX_TEXT_DETAILS) {
                     let _ = writeln!(out, "       {d}");
@@ -249,6 +284,18 @@ impl RunReport {
         }
         out.push('\n');
         out.push_str(&render_stats(&self.stats));
+        if let Some(n) = &self.noise {
+            let _ = writeln!(
+                out,
+                "  host noise    {:.0}% foreign on CPUs {} (peak {:.0}% in a second), workers waited {:.0} ms runnable, load up to {:.1}{}",
+                n.foreign_share * 100.0,
+                format_cpu_list(&n.cpus),
+                n.peak_foreign_share * 100.0,
+                n.workers_run_delay_ms,
+                n.max_load1,
+                if n.busy { ": host busy" } else { "" }
+            );
+        }
         if let Some(section) = self.captures.as_ref().filter(|s| !s.captures.is_empty()) {
             out.push_str(&render_captures(section));
         }

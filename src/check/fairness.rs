@@ -140,6 +140,39 @@ fn fair_share(input: &CheckInput, entries: &[Entry], e: &Entry) -> FairShare {
     }
 }
 
+/// A CPU-bound worker's CPU time against its fair CPU time (the model in
+/// the module docs), for figures outside the check (regression metrics).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerShare {
+    /// Index into [`CheckInput::cgroups`].
+    pub cgroup: usize,
+    /// Index into that cgroup's workers.
+    pub worker: usize,
+    pub cpu_ns: f64,
+    pub fair_ns: f64,
+}
+
+/// The fair CPU time of every reported CPU-bound worker that has one
+/// (exempt workers and those whose contenders got no CPU are left out).
+pub fn worker_shares(input: &CheckInput) -> Vec<WorkerShare> {
+    let entries = super::workers::entries(input);
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| e.reported) {
+        if let FairShare::Fair { share, pool_ns, .. } = fair_share(input, &entries, e) {
+            let fair_ns = (share * pool_ns).min(e.wall_ns(&input.cgroups[e.cgroup]));
+            if fair_ns > 0.0 {
+                out.push(WorkerShare {
+                    cgroup: e.cgroup,
+                    worker: e.index,
+                    cpu_ns: e.report.cpu_time_ns as f64,
+                    fair_ns,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The cgroup a [`CgroupRun`] belongs to: its name up to an `@`, so
 /// batches spawned into one cgroup later (`cg0@step2`) share its weight.
 pub fn cgroup_identity(name: &str) -> &str {

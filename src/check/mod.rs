@@ -37,6 +37,7 @@
 //! | `migration.rs` | `migration_ratio` |
 //! | `payload.rs` | `payload:<name>`, one check per payload, and [`judge_payload`] filling a payload report's verdict fields |
 //! | `stats.rs` | [`Stats`], the run's figures, computed beside the verdicts |
+//! | `host.rs` | marks failures that happened while the host was busy (foreign load on the run's CPUs) |
 //!
 //! # Adding a check family
 //!
@@ -47,6 +48,7 @@
 
 mod completion;
 mod fairness;
+mod host;
 mod input;
 mod isolation;
 mod latency;
@@ -59,7 +61,9 @@ mod stats;
 mod thresholds;
 mod workers;
 
-pub use fairness::{cgroup_identity, nice_weight, DEFAULT_CGROUP_WEIGHT};
+pub use fairness::{
+    cgroup_identity, nice_weight, worker_shares, WorkerShare, DEFAULT_CGROUP_WEIGHT,
+};
 pub use input::{CgroupRun, CheckInput, ProgressSample, WorkerSetup};
 pub use latency::pooled_percentile;
 pub use outcome::{AssertResult, CheckOutcome};
@@ -68,6 +72,7 @@ pub use stats::{CgroupStats, Stats};
 pub use thresholds::Thresholds;
 pub use workers::describe_exit;
 
+use crate::host::HostNoise;
 use crate::workload::payload::PayloadReport;
 
 /// Names of the checks `thresholds.disabled` may name, in report order.
@@ -91,6 +96,8 @@ pub struct RunFacts<'a> {
     pub workers: &'a CheckInput,
     /// Reports of the external programs run beside the workers.
     pub payloads: &'a [PayloadReport],
+    /// Foreign load on the run's CPUs during the holds, when sampled.
+    pub noise: Option<&'a HostNoise>,
 }
 
 impl<'a> RunFacts<'a> {
@@ -99,7 +106,14 @@ impl<'a> RunFacts<'a> {
         RunFacts {
             workers,
             payloads: &[],
+            noise: None,
         }
+    }
+
+    /// Adds the host noise sampled during the holds.
+    pub fn noise(mut self, noise: &'a HostNoise) -> Self {
+        self.noise = Some(noise);
+        self
     }
 
     /// Adds the payloads' reports.
@@ -141,6 +155,7 @@ pub fn evaluate(facts: &RunFacts, t: &Thresholds) -> Evaluation {
             );
         }
     }
+    host::annotate(&mut checks, facts.noise, input, &entries, t);
     Evaluation {
         checks: AssertResult::from_checks(checks),
         stats: stats::compute(input, &entries, t),

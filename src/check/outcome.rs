@@ -18,6 +18,10 @@ pub struct CheckOutcome {
     /// The measured figure the limit applies to (worst case), if any.
     pub value: Option<f64>,
     pub limit: Option<f64>,
+    /// Set on a failed check when foreign load on the run's CPUs was high
+    /// enough to explain it: the figures (see [`crate::host::HostNoise`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_busy: Option<String>,
 }
 
 impl CheckOutcome {
@@ -31,6 +35,7 @@ impl CheckOutcome {
             details: Vec::new(),
             value: None,
             limit: None,
+            host_busy: None,
         }
     }
 

@@ -143,5 +143,6 @@ fn check(payload: &PayloadReport) -> CheckOutcome {
         details: verdict.failures.iter().cloned().chain(metrics).collect(),
         value: None,
         limit: None,
+        host_busy: None,
     }
 }

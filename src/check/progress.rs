@@ -17,6 +17,8 @@ const STALL_ITERATION_FACTOR: f64 = 4.0;
 /// A stretch of samples over which one worker's counter stood still.
 pub(super) struct Stall {
     pub label: String,
+    /// The stalled worker's pid or tid.
+    pub tid: i32,
     pub counter: u64,
     pub from_ms: f64,
     pub to_ms: f64,
@@ -95,6 +97,7 @@ pub(super) fn stalls(input: &CheckInput, entries: &[Entry], t: &Thresholds) -> V
                     others.is_empty() || others.iter().any(|o| advanced_within(o, from_ms, to_ms));
                 out.push(Stall {
                     label: s.entry.label.clone(),
+                    tid: s.entry.report.tid,
                     counter,
                     from_ms,
                     to_ms,

@@ -1,5 +1,6 @@
 //! One file per subcommand: its arguments and how its results are printed.
 
+pub mod compare;
 pub mod explore;
 pub mod kernel;
 pub mod list;

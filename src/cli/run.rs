@@ -7,7 +7,8 @@ use runq::scenario::{self, RunOptions};
 
 #[derive(clap::Args)]
 #[command(after_help = "Exit codes: 0 every check passed, 1 a check failed, \
-2 bad input (nothing was spawned), 3 environment problem (e.g. no cgroup controller).")]
+2 bad input (nothing was spawned), 3 environment problem (e.g. no cgroup controller), \
+or with --strict-host a failure while other processes kept the run's CPUs busy.")]
 pub struct Args {
     /// A catalog name (see `runq list`) or a scenario file (.toml).
     #[arg(value_name = "SCENARIO|FILE.toml")]
@@ -27,6 +28,15 @@ pub struct Args {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     quiet: bool,
+    /// A failure while other processes kept the run's CPUs busy (the
+    /// failure line says "host busy") exits 3, inconclusive, instead of 1.
+    #[arg(long)]
+    strict_host: bool,
+    /// Run the scenario N times (fresh cgroups and workers, seeds S, S+1,
+    /// ...); --json then writes one document with every run and per-metric
+    /// summaries, for `runq compare`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    repeat: Option<u32>,
 }
 
 /// `--duration`: more than 0, at most a scenario's longest duration.
@@ -54,10 +64,44 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         ..RunOptions::default()
     };
     scenario::install_interrupt_handler()?;
+    if let Some(n) = args.repeat {
+        return run_repeated(&scenario, &opts, n as usize, &args);
+    }
     let report = scenario::run_scenario(&scenario, &opts)?;
     print!("{}", report.render_text());
     if let Some(path) = &args.json {
         report.write_json(path)?;
     }
-    Ok(report.exit_code())
+    Ok(report.exit_code_strict(args.strict_host))
+}
+
+/// One line per finished run: its verdict and the checks that failed.
+fn run_line(i: usize, n: usize, report: &runq::report::RunReport) -> String {
+    let failed: Vec<&str> = report.checks.failed().map(|c| c.name.as_str()).collect();
+    let verdict = if failed.is_empty() {
+        "PASS".to_string()
+    } else {
+        format!("FAIL {}", failed.join(", "))
+    };
+    let busy = match report.checks.failed().find_map(|c| c.host_busy.as_ref()) {
+        Some(why) => format!(" (host busy: {why})"),
+        None => String::new(),
+    };
+    format!("run {}/{n} seed {}: {verdict}{busy}", i + 1, report.seed)
+}
+
+fn run_repeated(
+    scenario: &scenario::Scenario,
+    opts: &RunOptions,
+    n: usize,
+    args: &Args,
+) -> anyhow::Result<i32> {
+    let repeated = runq::regress::run_repeated(scenario, opts, n, !args.quiet, |i, report| {
+        println!("{}", run_line(i, n, report));
+    })?;
+    print!("\n{}", repeated.render_text());
+    if let Some(path) = &args.json {
+        runq::output::write_output("--json", path, repeated.to_json().as_bytes())?;
+    }
+    Ok(repeated.exit_code(args.strict_host))
 }

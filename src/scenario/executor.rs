@@ -43,6 +43,7 @@ use super::validate::{parent_of, validate, workload_config};
 use crate::cgroup::CgroupManager;
 use crate::check::{CgroupRun, ProgressSample, WorkerSetup};
 use crate::error::RunqError;
+use crate::host::{HostNoise, NoiseSampler};
 use crate::snapshot::{CaptureTargets, PeriodicCaptures, SnapshotBridge, SnapshotSection};
 use crate::topology::{format_cpu_list, Topology};
 use crate::workload::payload::{PayloadHandle, PayloadReport};
@@ -236,6 +237,8 @@ pub struct Execution {
     pub cgroup_root: String,
     /// One report per payload of the scenario, in declaration order.
     pub payloads: Vec<PayloadReport>,
+    /// Foreign load on the run's CPUs during the holds.
+    pub noise: HostNoise,
 }
 
 struct LiveWork {
@@ -439,6 +442,7 @@ pub fn execute_with(
         duration_ms,
         cgroup_root: ex.cgroup_root.clone(),
         payloads: std::mem::take(&mut ex.payload_reports),
+        noise: std::mem::replace(&mut ex.noise, NoiseSampler::new(Instant::now())).finish(),
     })
 }
 
@@ -466,6 +470,7 @@ struct Executor<'r> {
     /// Milliseconds held in finished steps (progress position).
     held_ms: u64,
     cgroup_root: String,
+    noise: NoiseSampler,
 }
 
 impl<'r> Executor<'r> {
@@ -502,6 +507,7 @@ impl<'r> Executor<'r> {
             step_index: 0,
             held_ms: 0,
             cgroup_root: String::new(),
+            noise: NoiseSampler::new(Instant::now()),
         }
     }
 
@@ -1031,6 +1037,7 @@ impl<'r> Executor<'r> {
             _ => None,
         };
         let mut next_loop = loop_every.map(|every| start + every);
+        self.noise.begin(&self.run_cpus(), &self.worker_tids());
         loop {
             let now = Instant::now();
             if now >= end {
@@ -1038,6 +1045,7 @@ impl<'r> Executor<'r> {
             }
             check_interrupted()?;
             self.tick_payloads();
+            self.noise.tick(&self.worker_tids(), false);
             if now >= next_sample {
                 for batch in &mut self.batches {
                     batch.sample();
@@ -1077,8 +1085,30 @@ impl<'r> Executor<'r> {
                 std::thread::sleep(wake - now);
             }
         }
+        self.noise.end(&self.worker_tids());
         self.held_ms += start.elapsed().as_millis() as u64;
         Ok(())
+    }
+
+    /// Every live worker's pid or tid (noise sampling).
+    fn worker_tids(&self) -> Vec<i32> {
+        self.batches.iter().flat_map(Batch::worker_pids).collect()
+    }
+
+    /// The CPUs the live workers may use: every CPU unless each batch is
+    /// bound to a cpuset.
+    fn run_cpus(&self) -> Vec<usize> {
+        let mut cpus = BTreeSet::new();
+        for batch in &self.batches {
+            match &batch.cpus_bound {
+                Some(bound) => cpus.extend(bound.iter().copied()),
+                None => return self.topology.cpu_ids(),
+            }
+        }
+        if cpus.is_empty() {
+            return self.topology.cpu_ids();
+        }
+        cpus.into_iter().collect()
     }
 
     /// Quiescent boundary: collect every worker, remove every cgroup.

@@ -59,7 +59,9 @@ pub fn report_for(execution: Execution) -> RunReport {
         duration_ms: execution.duration_ms,
     };
     let thresholds = &execution.scenario.thresholds;
-    let facts = RunFacts::new(&input).payloads(&execution.payloads);
+    let facts = RunFacts::new(&input)
+        .payloads(&execution.payloads)
+        .noise(&execution.noise);
     let evaluation = check::evaluate(&facts, thresholds);
     let mut report = RunReport::new(
         &execution.scenario.name,
@@ -69,6 +71,11 @@ pub fn report_for(execution: Execution) -> RunReport {
         thresholds,
         evaluation,
     );
+    report.noise = Some(execution.noise);
+    // The scheduler under test, as the host context names it.
+    if let Ok(value) = serde_json::to_value(&report) {
+        report.host.scheduler = crate::host::SchedulerIdentity::from_report(&value);
+    }
     if !execution.captures.captures.is_empty() || !execution.captures.events.is_empty() {
         report.captures = Some(execution.captures);
     }
