@@ -20,6 +20,7 @@ pub mod process;
 pub mod regress;
 pub mod report;
 pub mod scenario;
+pub mod scheduler;
 pub mod scratch;
 pub mod snapshot;
 pub mod test;
@@ -39,7 +40,8 @@ pub use runq_macros::test;
 ///   [`Step`], [`Op`], [`HoldSpec`], [`CpusetSpec`], and the workload
 ///   vocabulary they take ([`WorkType`], [`SchedPolicy`], [`AffinityIntent`],
 ///   [`MemPolicy`]), plus [`Duration`] for holds and run lengths;
-/// - running it: [`run_scenario`], [`RunOptions`], [`Topology`];
+/// - running it: [`run_scenario`], [`RunOptions`], [`Topology`], and
+///   [`SchedulerSpec`] for a sched_ext scheduler under test;
 /// - judging it: [`Thresholds`], [`RunReport`], [`AssertResult`],
 ///   [`CheckOutcome`];
 /// - failing well: [`RunqError`], [`exit_code_for`].
@@ -58,6 +60,7 @@ pub mod prelude {
     pub use crate::scenario::{
         run_scenario, CgroupDef, CpusetSpec, HoldSpec, Op, RunOptions, Scenario, Step, WorkSpec,
     };
+    pub use crate::scheduler::SchedulerSpec;
     pub use crate::topology::Topology;
     pub use crate::workload::{AffinityIntent, MemPolicy, SchedPolicy, WorkType};
 }

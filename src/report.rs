@@ -110,6 +110,9 @@ pub struct RunReport {
     /// How busy the run's CPUs were with other work during the holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise: Option<HostNoise>,
+    /// The sched_ext scheduler under test, when the run had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<crate::scheduler::SchedulerReport>,
 }
 
 /// The running kernel's release (`uname -r`).
@@ -151,6 +154,7 @@ impl RunReport {
             payloads: Vec::new(),
             host: HostContext::collect(None),
             noise: None,
+            scheduler: None,
         }
     }
 
@@ -295,6 +299,9 @@ impl RunReport {
                 n.max_load1,
                 if n.busy { ": host busy" } else { "" }
             );
+        }
+        if let Some(scheduler) = &self.scheduler {
+            out.push_str(&scheduler.render_text());
         }
         if let Some(section) = self.captures.as_ref().filter(|s| !s.captures.is_empty()) {
             out.push_str(&render_captures(section));

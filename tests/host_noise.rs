@@ -64,6 +64,7 @@ fn stop_scenario() -> Scenario {
         thresholds: Default::default(),
         periodic_capture_ms: None,
         payloads: Vec::new(),
+        scheduler: None,
     }
 }
 

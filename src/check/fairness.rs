@@ -64,7 +64,7 @@ pub fn nice_weight(nice: i32) -> f64 {
 
 /// Why a worker has no fair share to check, or its fair fraction of wall
 /// time.
-enum FairShare {
+pub(super) enum FairShare {
     Fair {
         /// Its part of what the contenders got together.
         share: f64,
@@ -75,7 +75,7 @@ enum FairShare {
     Exempt(&'static str),
 }
 
-fn fair_share(input: &CheckInput, entries: &[Entry], e: &Entry) -> FairShare {
+pub(super) fn fair_share(input: &CheckInput, entries: &[Entry], e: &Entry) -> FairShare {
     if !e.cpu_bound {
         return FairShare::Exempt("sleeps or blocks by design: progress only");
     }

@@ -70,7 +70,7 @@ impl WorkerSetup {
         match self.policy {
             SchedPolicy::Fifo(_) | SchedPolicy::RoundRobin(_) => PolicyClass::RealTime,
             SchedPolicy::Idle => PolicyClass::Idle,
-            SchedPolicy::Normal | SchedPolicy::Batch => PolicyClass::Fair,
+            SchedPolicy::Normal | SchedPolicy::Batch | SchedPolicy::Ext => PolicyClass::Fair,
         }
     }
 }

@@ -14,7 +14,15 @@
 //! | isolation | `cpuset_isolation` | a worker ran on a CPU outside its cgroup's cpuset or its declared affinity |
 //! | latency | `wake_latency_p99` | the p99 wake latency of a cgroup exceeds `max_wake_p99_us` (skipped without a bound or samples) |
 //! | migration | `migration_ratio` | a worker migrated more often than `max_migration_ratio` per work unit or `max_migrations_per_sec` (skipped without a bound) |
+//! | share | `share_accuracy` | a CPU-bound worker's CPU time is further than `max_share_error` from the share nice and cgroup weights give it (skipped without a bound) |
 //! | payload | `payload:<name>` | an external program run beside the workers exited unexpectedly, missed a metric or bound, its ready marker, or escaped its cgroup |
+//! | scheduler | `scheduler_attached` | the scheduler under test did not attach within `attach_timeout`, was ejected during the run, or left sched_ext enabled after its stop |
+//! | scheduler | `workers_on_scheduler` | a worker seen while the scheduler was attached was not on sched_ext |
+//! | scheduler | `scheduler_events` | a `root/events` counter exceeded its `max_scx_events` bound (skipped without bounds) |
+//!
+//! The scheduler checks appear only when the run had a scheduler under
+//! test; when it never attached, no worker was started and the worker
+//! checks are reported as skipped.
 //!
 //! Workers without a real report (sentinels: died, timed out, panicked) fail
 //! `workers_completed` and are left out of every other check, whose details
@@ -35,7 +43,9 @@
 //! | `isolation.rs` | `cpuset_isolation` |
 //! | `latency.rs` | `wake_latency_p99` and pooled percentiles |
 //! | `migration.rs` | `migration_ratio` |
+//! | `share.rs` | `share_accuracy` |
 //! | `payload.rs` | `payload:<name>`, one check per payload, and [`judge_payload`] filling a payload report's verdict fields |
+//! | `scheduler.rs` | `scheduler_attached`, `workers_on_scheduler`, `scheduler_events` |
 //! | `stats.rs` | [`Stats`], the run's figures, computed beside the verdicts |
 //! | `host.rs` | marks failures that happened while the host was busy (foreign load on the run's CPUs) |
 //!
@@ -56,6 +66,8 @@ mod migration;
 mod outcome;
 mod payload;
 mod progress;
+mod scheduler;
+mod share;
 mod spread;
 mod stats;
 mod thresholds;
@@ -73,9 +85,11 @@ pub use thresholds::Thresholds;
 pub use workers::describe_exit;
 
 use crate::host::HostNoise;
+use crate::scheduler::SchedulerReport;
 use crate::workload::payload::PayloadReport;
 
-/// Names of the checks `thresholds.disabled` may name, in report order.
+/// Names of the checks every run reports, in report order (payloads' and
+/// the scheduler's come after); `thresholds.disabled` may name them.
 pub const CHECK_NAMES: &[&str] = &[
     completion::NAME,
     fairness::NAME,
@@ -84,6 +98,15 @@ pub const CHECK_NAMES: &[&str] = &[
     isolation::NAME,
     latency::NAME,
     migration::NAME,
+    share::NAME,
+];
+
+/// Names of the checks a run with a scheduler under test adds after the
+/// others (and its payloads'); `thresholds.disabled` may name them too.
+pub const SCHEDULER_CHECK_NAMES: &[&str] = &[
+    scheduler::ATTACHED,
+    scheduler::ON_SCHEDULER,
+    scheduler::EVENTS,
 ];
 
 /// Everything a run produced that the checks judge. It borrows, so the
@@ -98,6 +121,8 @@ pub struct RunFacts<'a> {
     pub payloads: &'a [PayloadReport],
     /// Foreign load on the run's CPUs during the holds, when sampled.
     pub noise: Option<&'a HostNoise>,
+    /// The scheduler under test, if the run had one.
+    pub scheduler: Option<&'a SchedulerReport>,
 }
 
 impl<'a> RunFacts<'a> {
@@ -107,12 +132,19 @@ impl<'a> RunFacts<'a> {
             workers,
             payloads: &[],
             noise: None,
+            scheduler: None,
         }
     }
 
     /// Adds the host noise sampled during the holds.
     pub fn noise(mut self, noise: &'a HostNoise) -> Self {
         self.noise = Some(noise);
+        self
+    }
+
+    /// Adds the scheduler under test's report.
+    pub fn scheduler(mut self, scheduler: Option<&'a SchedulerReport>) -> Self {
+        self.scheduler = scheduler;
         self
     }
 
@@ -142,8 +174,18 @@ pub fn evaluate(facts: &RunFacts, t: &Thresholds) -> Evaluation {
         isolation::check(input, &entries),
         latency::check(input, &entries, t),
         migration::check(input, &entries, t),
+        share::check(input, &entries, t),
     ];
+    if let Some(report) = facts.scheduler.filter(|r| r.attach_failure.is_some()) {
+        let why = format!("no worker was started: {} never attached", report.binary);
+        for c in &mut checks {
+            *c = CheckOutcome::skipped(&c.name, why.clone());
+        }
+    }
     checks.extend(payload::checks(facts.payloads));
+    if let Some(report) = facts.scheduler {
+        checks.extend(scheduler::checks(report, t));
+    }
     for c in &mut checks {
         if t.is_disabled(&c.name) {
             *c = CheckOutcome::skipped(

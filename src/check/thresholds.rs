@@ -1,8 +1,10 @@
 //! The limits the checks apply ([`Thresholds`]) and their validation.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::CHECK_NAMES;
+use super::{CHECK_NAMES, SCHEDULER_CHECK_NAMES};
 use crate::error::RunqError;
 
 /// Limits the checks apply. Every field has a default (see [`Default`]), so
@@ -28,6 +30,15 @@ pub struct Thresholds {
     pub max_migrations_per_sec: Option<f64>,
     /// Least number of work units every worker must complete.
     pub min_work_units: u64,
+    /// Bound on how far (a fraction, either way) each CPU-bound worker's
+    /// CPU time may be from its weighted fair share (`share_accuracy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_share_error: Option<f64>,
+    /// Bounds on sched_ext event counters (`root/events`) over the run,
+    /// by name, e.g. `SCX_EV_SELECT_CPU_FALLBACK = 1000`
+    /// (`scheduler_events`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_scx_events: BTreeMap<String, u64>,
     /// Checks reported as skipped (names from [`CHECK_NAMES`]), for
     /// scenarios that break an assumption on purpose (e.g. cpuset swaps).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -49,6 +60,8 @@ impl Default for Thresholds {
             max_migration_ratio: None,
             max_migrations_per_sec: None,
             min_work_units: 1,
+            max_share_error: None,
+            max_scx_events: BTreeMap::new(),
             disabled: Vec::new(),
         }
     }
@@ -109,12 +122,33 @@ impl Thresholds {
                 ));
             }
         }
+        if let Some(v) = self.max_share_error {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(
+                    "max_share_error",
+                    v,
+                    "use a positive fraction of the fair share, e.g. 0.25, or leave it out",
+                ));
+            }
+        }
+        for name in self.max_scx_events.keys() {
+            if !name.starts_with("SCX_EV_") {
+                return Err(bad(
+                    "max_scx_events",
+                    format!("{name:?}"),
+                    "name a counter of /sys/kernel/sched_ext/root/events, e.g. \
+                     SCX_EV_SELECT_CPU_FALLBACK",
+                ));
+            }
+        }
+        let known = || CHECK_NAMES.iter().chain(SCHEDULER_CHECK_NAMES);
         for name in &self.disabled {
-            if !CHECK_NAMES.contains(&name.as_str()) {
+            if !known().any(|n| n == name) {
+                let names: Vec<&str> = known().copied().collect();
                 return Err(bad(
                     "disabled",
                     format!("{name:?}"),
-                    &format!("valid check names: {}", CHECK_NAMES.join(", ")),
+                    &format!("valid check names: {}", names.join(", ")),
                 ));
             }
         }

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use runq::error::RunqError;
 use runq::scenario::{self, RunOptions};
+use runq::scheduler::SchedulerSpec;
 
 #[derive(clap::Args)]
 #[command(after_help = "Exit codes: 0 every check passed, 1 a check failed, \
@@ -37,6 +39,49 @@ pub struct Args {
     /// summaries, for `runq compare`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
     repeat: Option<u32>,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+}
+
+/// The scheduler under test, on the command line.
+#[derive(clap::Args, Debug, Default)]
+pub struct SchedulerArgs {
+    /// Run the scenario under this sched_ext scheduler (a name found on
+    /// PATH, in ~/.cargo/bin or in runq's scheduler cache, or a path);
+    /// replaces the scenario's [scheduler] binary.
+    #[arg(long, value_name = "BINARY")]
+    pub scheduler: Option<String>,
+    /// An argument for the scheduler (repeatable); replaces the scenario's
+    /// [scheduler] args.
+    #[arg(long = "scheduler-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub scheduler_arg: Vec<String>,
+}
+
+impl SchedulerArgs {
+    /// The scenario's scheduler with the flags applied (bad input when
+    /// arguments are given for no scheduler).
+    pub fn apply(
+        &self,
+        from_scenario: Option<&SchedulerSpec>,
+    ) -> anyhow::Result<Option<SchedulerSpec>> {
+        let mut spec =
+            match (&self.scheduler, from_scenario) {
+                (Some(binary), Some(base)) => SchedulerSpec {
+                    binary: binary.clone(),
+                    ..base.clone()
+                },
+                (Some(binary), None) => SchedulerSpec::new(binary.clone()),
+                (None, Some(base)) => base.clone(),
+                (None, None) if self.scheduler_arg.is_empty() => return Ok(None),
+                (None, None) => return Err(RunqError::bad_input(
+                    "--scheduler-arg: the scenario has no [scheduler]; name one with --scheduler",
+                )),
+            };
+        if !self.scheduler_arg.is_empty() {
+            spec.args = self.scheduler_arg.clone();
+        }
+        Ok(Some(spec))
+    }
 }
 
 /// `--duration`: more than 0, at most a scenario's longest duration.
@@ -61,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         duration: args.duration,
         workers: args.workers,
         progress: !args.quiet,
+        scheduler: args.scheduler.apply(scenario.scheduler.as_ref())?,
         ..RunOptions::default()
     };
     scenario::install_interrupt_handler()?;

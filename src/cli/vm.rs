@@ -132,12 +132,15 @@ fn hold_interrupts() -> anyhow::Result<()> {
 
 pub fn run_vm(args: VmArgs) -> anyhow::Result<i32> {
     hold_interrupts()?;
-    let (guest_args, outputs) = guest_command(&args.command)?;
+    let (mut guest_args, outputs) = guest_command(&args.command)?;
+    let scheduler = guest_scheduler(&mut guest_args)?;
     let mut config = args.machine.config(GuestTask::Command {
         args: guest_args,
         outputs,
     })?;
     config.timeout = vm::parse_duration(&args.timeout, "--timeout")?;
+    config.require_sched_ext = scheduler.is_some();
+    config.executables.extend(scheduler);
     if let Some(console) = &args.console {
         if console.to_string_lossy().contains(',') {
             return Err(RunqError::bad_input(
@@ -194,6 +197,61 @@ pub fn run_shell(args: ShellArgs) -> anyhow::Result<i32> {
     }
     let outcome = vm::run(&config)?;
     Ok(outcome.exit_code)
+}
+
+/// The scheduler under test a guest `runq run` names (its `--scheduler`,
+/// else the scenario's `[scheduler]`), found on the host so it can be put
+/// in the guest. A path is rewritten to the guest's copy in
+/// /usr/local/bin; a name is found there through the guest's PATH.
+fn guest_scheduler(guest_args: &mut Vec<String>) -> anyhow::Result<Option<PathBuf>> {
+    let argv = std::iter::once("runq".to_string()).chain(guest_args.iter().cloned());
+    let Ok(matches) = crate::Cli::command().try_get_matches_from(argv) else {
+        return Ok(None);
+    };
+    let Some(("run", run)) = matches.subcommand() else {
+        return Ok(None);
+    };
+    let flag = run.get_one::<String>("scheduler").cloned();
+    let binary = match &flag {
+        Some(binary) => binary.clone(),
+        None => {
+            let scenario = run
+                .get_one::<String>("scenario")
+                .cloned()
+                .unwrap_or_default();
+            match runq::scenario::load(&scenario)
+                .ok()
+                .and_then(|s| s.scheduler)
+            {
+                Some(spec) => spec.binary,
+                None => return Ok(None),
+            }
+        }
+    };
+    let host = runq::scheduler::find_binary(&binary)?;
+    if binary.contains('/') {
+        let guest = runq::vm::initramfs::guest_executable_path(&host)?;
+        match flag {
+            Some(_) => rewrite_flag_value(guest_args, "--scheduler", &guest),
+            None => guest_args.extend(["--scheduler".to_string(), guest]),
+        }
+    }
+    Ok(Some(host))
+}
+
+/// Replaces the value of `--flag VALUE` / `--flag=VALUE` (before any `--`).
+fn rewrite_flag_value(args: &mut [String], flag: &str, value: &str) {
+    let with_eq = format!("{flag}=");
+    let mut i = 0;
+    while i < args.len() && args[i] != "--" {
+        if args[i] == flag && i + 1 < args.len() {
+            args[i + 1] = value.to_string();
+            i += 1;
+        } else if args[i].starts_with(&with_eq) {
+            args[i] = format!("{with_eq}{value}");
+        }
+        i += 1;
+    }
 }
 
 /// Checks the guest command line against runq's own parser (bad input is

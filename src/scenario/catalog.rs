@@ -50,6 +50,17 @@ fn scenario(name: &str, family: &str, description: &str) -> Scenario {
         .description(description)
 }
 
+/// The bound of the nice and weight scenarios: each CPU-bound worker within
+/// a quarter of the share the kernel's weight tables give it. The kernel's
+/// own scheduler lands within a few percent; a scheduler that ignores nice
+/// values or cgroup weights misses by half or more.
+fn share_bound() -> Thresholds {
+    Thresholds {
+        max_share_error: Some(0.25),
+        ..Default::default()
+    }
+}
+
 /// The wake latency bound of the latency scenarios: a p99 of 50 ms is far
 /// above a healthy kernel's on a loaded 2-CPU host, far below a stall.
 fn wake_bound_50ms() -> Thresholds {
@@ -462,14 +473,29 @@ fn interaction() -> Vec<Scenario> {
             "nice 0 and nice 5 spinners in separate cgroups both progress",
         )
         .cgroup(cg("nice0", vec![spin(2)]))
-        .cgroup(cg("nice5", vec![spin(2).nice(5)])),
+        .cgroup(cg("nice5", vec![spin(2).nice(5)]))
+        .thresholds(share_bound()),
+        scenario(
+            "nice_shares",
+            "interaction",
+            "nice 0 and nice 5 spinners on one CPU in one cgroup get CPU in the kernel's weight ratio (about 3:1)",
+        )
+        .cgroup(cg(
+            "cg0",
+            vec![
+                spin(1).affinity(AffinityIntent::SingleCpu),
+                spin(1).nice(5).affinity(AffinityIntent::SingleCpu),
+            ],
+        ))
+        .thresholds(share_bound()),
         scenario(
             "weighted_cgroups",
             "interaction",
             "a weight-400 cgroup beside a weight-100 one",
         )
         .cgroup(cg("heavy", vec![spin(2)]).weight(400))
-        .cgroup(cg("light", vec![spin(2)]).weight(100)),
+        .cgroup(cg("light", vec![spin(2)]).weight(100))
+        .thresholds(share_bound()),
         scenario(
             "rt_beside_fair",
             "interaction",

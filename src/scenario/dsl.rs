@@ -47,6 +47,10 @@ pub struct Scenario {
     /// step; one still running at the end is stopped (SIGTERM).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payloads: Vec<crate::workload::payload::PayloadSpec>,
+    /// The sched_ext scheduler under test, started before any cgroup or
+    /// worker and stopped after them (`[scheduler]` in TOML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<crate::scheduler::SchedulerSpec>,
 }
 
 fn default_duration() -> Duration {
@@ -68,6 +72,7 @@ impl Scenario {
             thresholds: Thresholds::default(),
             periodic_capture_ms: None,
             payloads: Vec::new(),
+            scheduler: None,
         }
     }
 
@@ -116,6 +121,12 @@ impl Scenario {
     /// Adds an external program run beside the workers.
     pub fn payload(mut self, spec: crate::workload::payload::PayloadSpec) -> Self {
         self.payloads.push(spec);
+        self
+    }
+
+    /// Runs the scenario under a sched_ext scheduler.
+    pub fn scheduler(mut self, spec: crate::scheduler::SchedulerSpec) -> Self {
+        self.scheduler = Some(spec);
         self
     }
 }

@@ -44,6 +44,7 @@ use crate::cgroup::CgroupManager;
 use crate::check::{CgroupRun, ProgressSample, WorkerSetup};
 use crate::error::RunqError;
 use crate::host::{HostNoise, NoiseSampler};
+use crate::scheduler::{SchedulerReport, SchedulerRun, SchedulerSpec, EXIT_CAPTURE_TAG};
 use crate::snapshot::{CaptureTargets, PeriodicCaptures, SnapshotBridge, SnapshotSection};
 use crate::topology::{format_cpu_list, Topology};
 use crate::workload::payload::{PayloadHandle, PayloadReport};
@@ -122,6 +123,8 @@ pub struct RunOptions {
     pub progress: bool,
     pub boundary_mode: BoundaryMode,
     pub sample_interval: Duration,
+    /// Replaces the scenario's scheduler under test.
+    pub scheduler: Option<SchedulerSpec>,
 }
 
 impl Default for RunOptions {
@@ -133,6 +136,7 @@ impl Default for RunOptions {
             progress: false,
             boundary_mode: BoundaryMode::Live,
             sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            scheduler: None,
         }
     }
 }
@@ -143,6 +147,9 @@ impl RunOptions {
         let mut s = scenario.clone();
         if let Some(d) = self.duration {
             s.duration = d;
+        }
+        if let Some(spec) = &self.scheduler {
+            s.scheduler = Some(spec.clone());
         }
         if let Some(n) = self.workers {
             for def in &mut s.cgroups {
@@ -239,6 +246,8 @@ pub struct Execution {
     pub payloads: Vec<PayloadReport>,
     /// Foreign load on the run's CPUs during the holds.
     pub noise: HostNoise,
+    /// The scheduler under test, when the scenario names one.
+    pub scheduler: Option<SchedulerReport>,
 }
 
 struct LiveWork {
@@ -420,13 +429,37 @@ pub fn execute_with(
     } else {
         declared_steps.clone()
     };
+    let scheduler = start_scheduler(&scenario, opts)?;
+    if scheduler.as_ref().is_some_and(|s| !s.attached()) {
+        // Workers are never started under a scheduler that did not attach.
+        scenario.steps = declared_steps;
+        return Ok(Execution {
+            scenario,
+            seed,
+            topology,
+            cgroup_runs: Vec::new(),
+            captures: SnapshotSection::default(),
+            duration_ms: 0.0,
+            cgroup_root: String::new(),
+            payloads: Vec::new(),
+            // Nothing ran, so nothing was sampled.
+            noise: NoiseSampler::new(Instant::now()).finish(),
+            scheduler: scheduler.map(|s| s.finish(0)),
+        });
+    }
 
     let mut ex = Executor::new(&scenario, opts, topology.clone(), rng);
+    ex.scheduler = scheduler;
+    if let Some(scheduler) = &mut ex.scheduler {
+        scheduler.set_origin(ex.run_start);
+    }
     let started = Instant::now();
     ex.start(&scenario, &steps)?;
     ex.run_steps(&scenario, &mut steps, hooks)?;
     ex.collect()?;
     let duration_ms = ms_since(started);
+    let last_step = ex.step_index + 1;
+    let scheduler = ex.scheduler.take().map(|s| s.finish(last_step));
 
     scenario.steps = if declared_steps.is_empty() {
         Vec::new()
@@ -443,7 +476,42 @@ pub fn execute_with(
         cgroup_root: ex.cgroup_root.clone(),
         payloads: std::mem::take(&mut ex.payload_reports),
         noise: std::mem::replace(&mut ex.noise, NoiseSampler::new(Instant::now())).finish(),
+        scheduler,
     })
+}
+
+/// Starts the scenario's scheduler under test, if it names one, and waits
+/// for it to attach. Bad input and a kernel that cannot run it fail here,
+/// before any cgroup or worker exists.
+fn start_scheduler(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Option<SchedulerRun>> {
+    let Some(spec) = &scenario.scheduler else {
+        return Ok(None);
+    };
+    if opts.boundary_mode == BoundaryMode::Quiescent {
+        return Err(RunqError::bad_input(format!(
+            "scheduler {}: exploration forks the controller, which cannot share a scheduler \
+             under test; remove [scheduler] or use `runq run`",
+            spec.binary
+        )));
+    }
+    let pre = crate::scheduler::preflight(spec, &scenario.name)?;
+    Ok(Some(SchedulerRun::start(spec, pre)?))
+}
+
+/// The worker threads of a batch, each with whether its policy is
+/// SCHED_EXT (for schedulers that do not take every task).
+fn batch_tids(batch: &Batch) -> Vec<(i32, bool)> {
+    batch
+        .works
+        .iter()
+        .flat_map(|w| {
+            let ext = w.spec.policy == SchedPolicy::Ext;
+            w.handle
+                .worker_pids()
+                .into_iter()
+                .map(move |tid| (tid, ext))
+        })
+        .collect()
 }
 
 // Field order matters: batches (workers) drop before the manager (cgroups).
@@ -471,6 +539,8 @@ struct Executor<'r> {
     held_ms: u64,
     cgroup_root: String,
     noise: NoiseSampler,
+    /// The scheduler under test: last, so it outlives every worker.
+    scheduler: Option<SchedulerRun>,
 }
 
 impl<'r> Executor<'r> {
@@ -508,6 +578,7 @@ impl<'r> Executor<'r> {
             held_ms: 0,
             cgroup_root: String::new(),
             noise: NoiseSampler::new(Instant::now()),
+            scheduler: None,
         }
     }
 
@@ -589,10 +660,16 @@ impl<'r> Executor<'r> {
             ..StepResult::default()
         };
         self.mark_step_start();
+        if let Some(scheduler) = &mut self.scheduler {
+            scheduler.step_started();
+        }
         for op in &step.ops {
             self.apply(op, &mut result)?;
         }
         self.hold(step, &mut result)?;
+        if let Some(scheduler) = &mut self.scheduler {
+            scheduler.step_finished(index + 1);
+        }
         result.elapsed_ms = ms_since(step_started);
         result.iterations = self.step_iterations();
         Ok(result)
@@ -781,6 +858,7 @@ impl<'r> Executor<'r> {
         self.batches = keep;
         let mut collected = Vec::new();
         for batch in stop {
+            self.observe_before_stop(&batch);
             let run = batch.finish();
             collected.push(run.clone());
             self.finished.push(run);
@@ -821,7 +899,35 @@ impl<'r> Executor<'r> {
 
     fn stop_everything(&mut self) {
         for batch in std::mem::take(&mut self.batches) {
+            self.observe_before_stop(&batch);
             self.finished.push(batch.finish());
+        }
+    }
+
+    /// A last look at a batch's workers while the scheduler runs them.
+    fn observe_before_stop(&mut self, batch: &Batch) {
+        if let Some(scheduler) = &mut self.scheduler {
+            scheduler.observe_workers(&batch.label, &batch_tids(batch), true);
+        }
+    }
+
+    /// One look at the scheduler from the hold loop: on an ejection, a
+    /// capture tagged [`EXIT_CAPTURE_TAG`]; then the workers' classes.
+    fn watch_scheduler(&mut self) {
+        let step = self.step_index + 1;
+        let Some(scheduler) = &mut self.scheduler else {
+            return;
+        };
+        if scheduler.tick(step) {
+            scheduler.capture(EXIT_CAPTURE_TAG, step);
+            let targets = self.capture_targets();
+            self.bridge
+                .capture_scheduler(EXIT_CAPTURE_TAG, step, &targets);
+        }
+        if let Some(scheduler) = &mut self.scheduler {
+            for batch in &self.batches {
+                scheduler.observe_workers(&batch.label, &batch_tids(batch), false);
+            }
         }
     }
 
@@ -861,6 +967,9 @@ impl<'r> Executor<'r> {
             Op::CaptureSnapshot { tag } => {
                 let targets = self.capture_targets();
                 let step = self.step_index + 1;
+                if let Some(scheduler) = &mut self.scheduler {
+                    scheduler.capture(tag, step);
+                }
                 self.bridge.capture_scheduler(tag, step, &targets);
                 Ok(())
             }
@@ -1046,6 +1155,7 @@ impl<'r> Executor<'r> {
             check_interrupted()?;
             self.tick_payloads();
             self.noise.tick(&self.worker_tids(), false);
+            self.watch_scheduler();
             if now >= next_sample {
                 for batch in &mut self.batches {
                     batch.sample();
@@ -1056,6 +1166,9 @@ impl<'r> Executor<'r> {
             }
             if let Some(periodic) = &mut self.periodic {
                 if let Some(tag) = periodic.due(now, &mut self.bridge) {
+                    if let Some(scheduler) = &mut self.scheduler {
+                        scheduler.capture(&tag, self.step_index + 1);
+                    }
                     let targets = self.capture_targets();
                     self.bridge
                         .capture_scheduler(&tag, self.step_index + 1, &targets);

@@ -61,7 +61,8 @@ pub fn report_for(execution: Execution) -> RunReport {
     let thresholds = &execution.scenario.thresholds;
     let facts = RunFacts::new(&input)
         .payloads(&execution.payloads)
-        .noise(&execution.noise);
+        .noise(&execution.noise)
+        .scheduler(execution.scheduler.as_ref());
     let evaluation = check::evaluate(&facts, thresholds);
     let mut report = RunReport::new(
         &execution.scenario.name,
@@ -84,6 +85,7 @@ pub fn report_for(execution: Execution) -> RunReport {
         .into_iter()
         .map(check::judge_payload)
         .collect();
+    report.scheduler = execution.scheduler;
     report
 }
 

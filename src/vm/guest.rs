@@ -27,6 +27,9 @@ use super::channel::{encode, Frame};
 pub const PLAN_PATH: &str = "/runq/plan.json";
 /// The serial port carrying the report channel.
 pub const CHANNEL_TTY: &str = "/dev/ttyS1";
+/// The guest's PATH: busybox, then the executables `runq vm` copied in
+/// (`/usr/local/bin`, e.g. a scheduler under test).
+pub const GUEST_PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin";
 /// The console the shell runs on.
 pub const CONSOLE_TTY: &str = "/dev/ttyS0";
 /// How long init keeps reading output after the command exited, for
@@ -60,6 +63,11 @@ pub enum PlanMode {
     /// another in this boot, resetting the guest between them (see
     /// [`super::guest_cases`]).
     Cases { cases: Vec<String> },
+}
+
+/// Whether this process runs inside a runq guest (the plan is there).
+pub fn in_guest() -> bool {
+    Path::new(PLAN_PATH).is_file()
 }
 
 /// Whether this process is the guest's init: pid 1 with a plan in place.
@@ -273,7 +281,7 @@ pub(super) fn run_streamed(
     command
         .current_dir(&plan.cwd)
         .env_clear()
-        .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
+        .env("PATH", GUEST_PATH)
         .env("HOME", "/root")
         .envs(plan.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(stdin)
@@ -374,7 +382,7 @@ fn run_shell(plan: &Plan) -> anyhow::Result<i32> {
         .args(["setsid", "-c", "/bin/sh", "-l"])
         .current_dir(&plan.cwd)
         .env_clear()
-        .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
+        .env("PATH", GUEST_PATH)
         .env("HOME", "/root")
         .env("TERM", "linux")
         .env("PS1", "runq-guest# ")

@@ -295,6 +295,51 @@ pub fn shared_libraries(exe: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(found)
 }
 
+/// Where host executables given to `runq vm` live in the guest (on the
+/// guest's PATH).
+pub const GUEST_BIN_DIR: &str = "/usr/local/bin";
+
+/// The guest path of a host executable: `/usr/local/bin/<file name>`.
+pub fn guest_executable_path(host: &Path) -> anyhow::Result<String> {
+    let name = host.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        RunqError::bad_input(format!(
+            "{}: an executable for the guest needs a UTF-8 file name",
+            host.display()
+        ))
+    })?;
+    Ok(format!("{GUEST_BIN_DIR}/{name}"))
+}
+
+/// Adds host executables at [`guest_executable_path`] with the shared
+/// libraries they load (DT_NEEDED, recursively) that the base image does
+/// not already hold (`present`: guest paths).
+pub fn add_executables(
+    overlay: &mut Archive,
+    executables: &[PathBuf],
+    present: &BTreeSet<String>,
+) -> anyhow::Result<()> {
+    let mut added: BTreeSet<String> = present.clone();
+    for exe in executables {
+        overlay.copy_host_file(&guest_executable_path(exe)?, exe)?;
+        for (guest, host) in shared_libraries(exe)? {
+            if added.insert(guest.clone()) {
+                overlay.copy_host_file(&guest, &host)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Guest paths of the libraries the base image holds for `runq` and
+/// `busybox`.
+pub fn base_libraries(runq: &Path, busybox: &Path) -> anyhow::Result<BTreeSet<String>> {
+    let mut present = BTreeSet::new();
+    for exe in [runq, busybox] {
+        present.extend(shared_libraries(exe)?.into_iter().map(|(guest, _)| guest));
+    }
+    Ok(present)
+}
+
 /// Finds busybox: `$RUNQ_BUSYBOX`, else `busybox` on PATH.
 pub fn find_busybox() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("RUNQ_BUSYBOX") {

@@ -249,6 +249,13 @@ pub struct VmConfig {
     pub accel: AccelChoice,
     pub cpu_model: Option<String>,
     pub includes: Vec<PathBuf>,
+    /// Host executables put in the guest at `/usr/local/bin/<name>` (on its
+    /// PATH) with the shared libraries they need, e.g. a scheduler under
+    /// test.
+    pub executables: Vec<PathBuf>,
+    /// The guest command runs a sched_ext scheduler: a kernel whose config
+    /// says it has no sched_ext is refused before booting.
+    pub require_sched_ext: bool,
     pub kernel_args: Vec<String>,
     pub task: GuestTask,
     /// The runq executable to put in the guest (default: this one).
@@ -272,6 +279,8 @@ impl VmConfig {
             accel: AccelChoice::Auto,
             cpu_model: None,
             includes: Vec::new(),
+            executables: Vec::new(),
+            require_sched_ext: false,
             kernel_args: Vec::new(),
             task,
             runq_exe: None,
@@ -307,6 +316,14 @@ impl VmConfig {
                 return Err(RunqError::bad_input(format!(
                     "--include {}: not a readable file; name an existing file",
                     include.display()
+                )));
+            }
+        }
+        for exe in &self.executables {
+            if !exe.is_file() {
+                return Err(RunqError::bad_input(format!(
+                    "executable {} for the guest is not a file; name an existing program",
+                    exe.display()
                 )));
             }
         }
@@ -445,6 +462,25 @@ pub struct PreparedBoot {
     pub dir: tempfile::TempDir,
 }
 
+/// Bad input when the kernel's config says it has no sched_ext (a kernel
+/// without a known config is left to the guest to judge).
+fn refuse_without_sched_ext(kernel: &kernel::BootKernel) -> anyhow::Result<()> {
+    let Some(path) = &kernel.config else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the kernel config {}", path.display()))?;
+    if crate::kernel::store::Capabilities::from_config(&text).sched_ext {
+        return Ok(());
+    }
+    Err(RunqError::bad_input(format!(
+        "--scheduler needs a kernel with sched_ext, and {} has none (CONFIG_SCHED_CLASS_EXT is \
+         not set in {}); fetch one with `runq kernel fetch` and boot it with --kernel sched_ext",
+        kernel.description,
+        path.display()
+    )))
+}
+
 /// Finds the kernel, builds (or reuses) the base image, writes the per-run
 /// image and chooses the accelerator.
 pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
@@ -452,6 +488,9 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
     crate::scratch::reap(&std::env::temp_dir(), RUN_DIR_PREFIX);
     config.validate()?;
     let kernel = kernel::resolve(config.kernel.as_deref())?;
+    if config.require_sched_ext {
+        refuse_without_sched_ext(&kernel)?;
+    }
     which_qemu()?;
     let accel = choose_accel(config.accel)?;
     let runq = match &config.runq_exe {
@@ -461,7 +500,11 @@ pub fn prepare(config: &VmConfig) -> anyhow::Result<PreparedBoot> {
     let busybox = initramfs::find_busybox()?;
     let base = initramfs::base_image(&runq, &busybox)?;
 
-    let overlay = run_overlay(config, &kernel)?;
+    let mut overlay = run_overlay(config, &kernel)?;
+    if !config.executables.is_empty() {
+        let present = initramfs::base_libraries(&runq, &busybox)?;
+        initramfs::add_executables(&mut overlay, &config.executables, &present)?;
+    }
 
     let dir = crate::scratch::dir_in(&std::env::temp_dir(), RUN_DIR_PREFIX)?;
     let initrd = dir.path().join("initrd.img");

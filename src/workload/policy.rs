@@ -1,6 +1,6 @@
 //! [`SchedPolicy`] and its one text spelling, shared by the command line
 //! (`--policy fifo:50`), scenario files (`policy = "fifo:50"`) and reports
-//! (`"policy": "fifo:50"`): `normal`, `batch`, `idle`, `fifo:PRIO`,
+//! (`"policy": "fifo:50"`): `normal`, `batch`, `idle`, `ext`, `fifo:PRIO`,
 //! `rr:PRIO`. Priorities are range-checked by the workload's validation,
 //! not here, so the message names the group.
 
@@ -20,10 +20,14 @@ pub enum SchedPolicy {
     Fifo(u32),
     /// SCHED_RR with a priority in 1..=99.
     RoundRobin(u32),
+    /// SCHED_EXT: run by the attached sched_ext scheduler (by the fair
+    /// class while none is attached); for schedulers that do not take every
+    /// task (not in switch-all mode).
+    Ext,
 }
 
 /// What every policy error says after the text it rejects.
-const POLICY_FORMS: &str = "use normal, batch, idle, fifo:PRIO or rr:PRIO (PRIO 1..=99)";
+const POLICY_FORMS: &str = "use normal, batch, idle, ext, fifo:PRIO or rr:PRIO (PRIO 1..=99)";
 
 impl SchedPolicy {
     /// The policy's name without its priority: `normal`, `batch`, `idle`,
@@ -35,6 +39,7 @@ impl SchedPolicy {
             SchedPolicy::Idle => "idle",
             SchedPolicy::Fifo(_) => "fifo",
             SchedPolicy::RoundRobin(_) => "rr",
+            SchedPolicy::Ext => "ext",
         }
     }
 
@@ -67,6 +72,7 @@ impl FromStr for SchedPolicy {
             ("normal", None) => SchedPolicy::Normal,
             ("batch", None) => SchedPolicy::Batch,
             ("idle", None) => SchedPolicy::Idle,
+            ("ext", None) => SchedPolicy::Ext,
             ("fifo", Some(p)) => SchedPolicy::Fifo(p),
             ("rr", Some(p)) => SchedPolicy::RoundRobin(p),
             _ => return Err(bad()),
@@ -131,6 +137,7 @@ mod tests {
             SchedPolicy::Normal,
             SchedPolicy::Batch,
             SchedPolicy::Idle,
+            SchedPolicy::Ext,
             SchedPolicy::Fifo(50),
             SchedPolicy::RoundRobin(1),
         ] {

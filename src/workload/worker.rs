@@ -275,7 +275,15 @@ fn apply_setup(spec: &WorkerSpec) -> Result<(), String> {
         SchedPolicy::Idle => (libc::SCHED_IDLE, 0),
         SchedPolicy::Fifo(p) => (libc::SCHED_FIFO, p as i32),
         SchedPolicy::RoundRobin(p) => (libc::SCHED_RR, p as i32),
+        SchedPolicy::Ext => (SCHED_EXT, 0),
     };
+    if spec.policy == SchedPolicy::Ext && !set_own_policy(policy, prio) {
+        return Err(format!(
+            "scheduling policy ext (SCHED_EXT) refused: {}; it needs a kernel with sched_ext \
+             (`runq vm --kernel sched_ext`)",
+            std::io::Error::last_os_error()
+        ));
+    }
     if spec.policy != SchedPolicy::Normal && !set_own_policy(policy, prio) {
         return Err(format!(
             "scheduling policy {:?} refused: {}; real-time policies need root or CAP_SYS_NICE",
@@ -296,6 +304,9 @@ fn apply_setup(spec: &WorkerSpec) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The SCHED_EXT policy number (not in libc yet).
+const SCHED_EXT: libc::c_int = 7;
 
 fn apply_mem_policy(policy: &MemPolicy) -> Result<(), String> {
     let (mode, nodes): (libc::c_int, &[usize]) = match policy {
