@@ -32,6 +32,11 @@ pub struct MachineArgs {
     /// Copy FILE into the guest at the same absolute path (repeatable).
     #[arg(long, value_name = "FILE")]
     include: Vec<PathBuf>,
+    /// Copy a host program into the guest at /usr/local/bin/<name> (on its
+    /// PATH) with its shared libraries (repeatable); a bare name is found
+    /// like --scheduler's (PATH, ~/.cargo/bin, runq's scheduler cache).
+    #[arg(long, value_name = "PROGRAM")]
+    executable: Vec<String>,
     /// Accelerator: auto uses KVM when usable, else TCG with a warning.
     #[arg(long, value_enum, default_value = "auto")]
     accel: AccelArg,
@@ -75,6 +80,10 @@ impl MachineArgs {
         config.memory_mib = vm::parse_memory_mib(&self.memory)?;
         config.kernel = self.kernel.clone();
         config.includes = self.include.clone();
+        for program in &self.executable {
+            let path = runq::scheduler::spec::find_program("--executable", program)?;
+            config.executables.push(path);
+        }
         config.accel = self.accel.into();
         config.cpu_model = self.cpu.clone();
         config.kernel_args = self.kernel_arg.clone();

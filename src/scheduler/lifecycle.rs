@@ -188,6 +188,11 @@ impl SchedulerRun {
     fn record_attach(&mut self, ops: String, at: Instant) {
         self.attached_at = Some(at);
         self.report.attach_ms = Some(ms_between(self.launched, at));
+        tracing::info!(
+            "scheduler {} attached as {ops} in {:.0} ms",
+            self.spec.binary,
+            ms_between(self.launched, at)
+        );
         self.report.ops = Some(ops);
         self.report.enable_seq = self.sysfs.enable_seq();
         // Read after an ejection, these would describe no scheduler.

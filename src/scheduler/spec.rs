@@ -125,12 +125,17 @@ pub fn search_dirs() -> Vec<PathBuf> {
 /// other name is looked up in [`search_dirs`]. Not found, or not an
 /// executable file: bad input naming where runq looked and how to install.
 pub fn find_binary(binary: &str) -> anyhow::Result<PathBuf> {
+    find_program("--scheduler", binary)
+}
+
+/// [`find_binary`] for any program; `flag` names the option in errors.
+pub fn find_program(flag: &str, binary: &str) -> anyhow::Result<PathBuf> {
     if binary.contains('/') {
         let path = PathBuf::from(binary);
         return match executable(&path) {
             Ok(()) => Ok(path),
             Err(why) => Err(RunqError::bad_input(format!(
-                "--scheduler {binary}: {why}; give the path of a sched_ext scheduler's executable"
+                "{flag} {binary}: {why}; give the path of an executable"
             ))),
         };
     }
@@ -142,7 +147,7 @@ pub fn find_binary(binary: &str) -> anyhow::Result<PathBuf> {
         }
     }
     Err(RunqError::bad_input(format!(
-        "--scheduler {binary}: no executable of that name on PATH, in ~/.cargo/bin or in runq's \
+        "{flag} {binary}: no executable of that name on PATH, in ~/.cargo/bin or in runq's \
          scheduler cache ({}); install it with `scripts/setup-scx {binary}` or give its path",
         dirs.last().map_or_else(
             || "<cache>/schedulers/bin".into(),
