@@ -99,11 +99,11 @@ impl Guest {
     }
 }
 
-/// Shell helpers for guest scripts: `case NAME ARGS...` runs `runq ARGS
+/// Shell helpers for guest scripts: `run_case NAME ARGS...` runs `runq ARGS
 /// --json` and prints its exit code, report and output between markers;
 /// `wait_workers` polls until a run's first cgroup has processes.
 const PRELUDE: &str = r#"
-case() {
+run_case() {
     name=$1; shift
     runq "$@" --json /tmp/$name.json > /tmp/$name.out 2>&1
     echo "@@rc $name $?"
@@ -113,8 +113,10 @@ case() {
 wait_workers() {
     i=0
     while [ $i -lt 1200 ]; do
-        for f in /sys/fs/cgroup/runq-*/cg0/cgroup.procs; do
-            [ -s "$f" ] && return 0
+        # cgroup files report size 0: read them (cgroup.threads: runq's
+        # cgroups may be threaded, whose cgroup.procs cannot be read).
+        for f in /sys/fs/cgroup/runq-*/cg0/cgroup.threads; do
+            [ -n "$(cat "$f" 2>/dev/null)" ] && return 0
         done
         i=$((i + 1)); sleep 0.05
     done
@@ -226,7 +228,7 @@ const CATALOG_CASES: &[&str] = &["steady", "cpuset_disjoint", "mixed_work"];
 fn catalog_script() -> String {
     CATALOG_CASES
         .iter()
-        .map(|s| format!("case {s} run {s} --duration 2s --scheduler scx_bpfland\n"))
+        .map(|s| format!("run_case {s} run {s} --duration 2s --scheduler scx_bpfland\n"))
         .collect()
 }
 
@@ -258,7 +260,7 @@ policy = "ext"
 "#,
     )
     .unwrap();
-    let script = format!("{}case toml run {}\n", catalog_script(), toml.display());
+    let script = format!("{}run_case toml run {}\n", catalog_script(), toml.display());
     let guest = guest("1n1l2c1t", &[toml.clone()], &script);
     for name in CATALOG_CASES.iter().chain(&["toml"]) {
         assert_ran_under_bpfland(&guest, name);
@@ -319,16 +321,16 @@ fn ejections_and_bad_schedulers_in_a_guest() {
         return;
     }
     let script = r#"
-case throttle run steady --duration 8s --scheduler scx_bpfland --scheduler-arg=--throttle-us --scheduler-arg 30000000
-case sigstop run steady --duration 14s --scheduler scx_rustland &
+run_case throttle run steady --duration 8s --scheduler scx_bpfland --scheduler-arg=--throttle-us --scheduler-arg 30000000
+run_case sigstop run steady --duration 14s --scheduler scx_rustland &
 wait_workers; kill -STOP $(pidof scx_rustland); wait
-case sysrq run steady --duration 4s --scheduler scx_bpfland &
+run_case sysrq run steady --duration 4s --scheduler scx_bpfland &
 wait_workers; echo S > /proc/sysrq-trigger; wait
-case false run steady --duration 2s --scheduler /bin/false
+run_case false run steady --duration 2s --scheduler /bin/false
 echo "@@left false"; ls -d /sys/fs/cgroup/runq-* 2>/dev/null | wc -l; pidof false; echo "@@end"
 scx_bpfland > /tmp/other.log 2>&1 & other=$!
 wait_state enabled
-case busy run steady --duration 2s --scheduler scx_rustland
+run_case busy run steady --duration 2s --scheduler scx_rustland
 kill -INT $other; wait $other; wait_state disabled
 "#;
     let guest = guest("1n1l2c1t", &[], script);
@@ -384,9 +386,17 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn bad_schedulers_and_kernels_are_refused_before_anything_starts() {
-    let not_exec = runq(&["run", "steady", "--scheduler", "/etc/hostname"]);
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("scx_plain_file");
+    std::fs::write(&plain, "not a program").unwrap();
+    let plain = plain.to_str().unwrap();
+    let not_exec = runq(&["run", "steady", "--scheduler", plain]);
     assert_eq!(not_exec.status.code(), Some(2), "{}", stderr(&not_exec));
-    assert!(stderr(&not_exec).contains("--scheduler /etc/hostname: not executable"));
+    let message = stderr(&not_exec);
+    assert!(
+        message.contains(&format!("--scheduler {plain}: not executable")),
+        "{message}"
+    );
     let unknown = runq(&["run", "steady", "--scheduler", "scx_no_such_scheduler"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(
