@@ -261,7 +261,7 @@ policy = "ext"
     )
     .unwrap();
     let script = format!("{}run_case toml run {}\n", catalog_script(), toml.display());
-    let guest = guest("1n1l2c1t", &[toml.clone()], &script);
+    let guest = guest("1n1l2c1t", std::slice::from_ref(&toml), &script);
     for name in CATALOG_CASES.iter().chain(&["toml"]) {
         assert_ran_under_bpfland(&guest, name);
     }
