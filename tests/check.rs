@@ -976,7 +976,7 @@ fn storage_bound_workers_are_not_judged_for_stalls() {
 #[test]
 fn policy_round_trips_between_cli_scenario_file_and_report() {
     use runq::scenario::{toml, CgroupDef, Scenario};
-    for text in ["normal", "batch", "idle", "fifo:50", "rr:7"] {
+    for text in ["normal", "batch", "idle", "ext", "fifo:50", "rr:7"] {
         let policy: SchedPolicy = text.parse().unwrap();
         assert_eq!(policy.to_string(), text);
 
@@ -1007,7 +1007,7 @@ fn policy_round_trips_between_cli_scenario_file_and_report() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{stderr}");
     assert!(
-        stderr.contains("--policy `fifo(50)`: use normal, batch, idle, fifo:PRIO or rr:PRIO"),
+        stderr.contains("--policy `fifo(50)`: use normal, batch, idle, ext, fifo:PRIO or rr:PRIO"),
         "{stderr}"
     );
 }
