@@ -223,7 +223,7 @@ fn assert_ran_under_bpfland(guest: &Guest, name: &str) {
     }
 }
 
-const CATALOG_CASES: &[&str] = &["steady", "cpuset_disjoint", "mixed_work"];
+const CATALOG_CASES: &[&str] = &["steady", "cpuset_disjoint", "two_cgroups"];
 
 fn catalog_script() -> String {
     CATALOG_CASES
