@@ -174,7 +174,9 @@ mod tests {
             "seed=42;fork=3@0x000000000000dead;fork=9@0xffffffffffffffff"
         );
         assert_eq!(Recipe::parse(&text).unwrap(), r);
-        assert_eq!(Recipe::parse("seed=0x10;fork=1@5;").unwrap().seed, 16);
+        assert_eq!(Recipe::parse("seed=0x10;fork=1@5").unwrap().seed, 16);
+        // A trailing `;` is an empty part, refused like `;;`.
+        assert!(Recipe::parse("seed=0x10;fork=1@5;").is_err());
     }
 
     #[test]
