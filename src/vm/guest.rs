@@ -278,6 +278,9 @@ pub(super) fn run_streamed(
         Some(file) => std::process::Stdio::from(file),
         None => std::process::Stdio::null(),
     };
+    // A shared boot mounts a fresh /tmp between cases, taking a working
+    // directory under /tmp with it (the host's, mirrored): make it again.
+    std::fs::create_dir_all(&plan.cwd).ok();
     command
         .current_dir(&plan.cwd)
         .env_clear()
