@@ -111,52 +111,133 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
     };
     let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, endian));
 
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut file_index: HashMap<PathBuf, Option<u32>> = HashMap::new();
-    let mut sites: BTreeMap<u64, Vec<(u32, u32)>> = BTreeMap::new();
-    let mut dead_lines: Vec<(u32, u32)> = Vec::new();
-    let mut functions: Vec<Function> = Vec::new();
-    // Code ranges of the functions found, resolved to sites after all rows.
-    let mut function_ranges: Vec<(usize, Vec<(u64, u64)>)> = Vec::new();
-    let in_text = |addr: u64| {
-        executable_ranges
-            .iter()
-            .any(|&(lo, hi)| addr >= lo && addr < hi)
-    };
-
+    let mut table = TableBuilder::new(filter, executable_ranges);
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
+        table.add_unit(&dwarf, &unit)?;
+    }
+    Ok(Some(table.finish(
+        path,
+        position_independent,
+        first_segment_vaddr,
+    )))
+}
+
+/// What [`read_image_lines`] gathers unit by unit.
+struct TableBuilder<'f> {
+    filter: &'f SourceFilter,
+    /// Address ranges of executable sections: rows elsewhere were discarded.
+    executable_ranges: Vec<(u64, u64)>,
+    files: Vec<PathBuf>,
+    /// Path -> index in `files`, `None` for a path the filter refused.
+    file_index: HashMap<PathBuf, Option<u32>>,
+    sites: BTreeMap<u64, Vec<(u32, u32)>>,
+    dead_lines: Vec<(u32, u32)>,
+    functions: Vec<Function>,
+    /// Code ranges of the functions found, resolved to sites after all rows.
+    function_ranges: Vec<(usize, Vec<(u64, u64)>)>,
+}
+
+/// A unit's DWARF file numbers mapped to indices in the table's files.
+struct UnitFiles {
+    /// The number of the first file: 0 from DWARF 5 on, 1 before.
+    first_number: u64,
+    /// Index in the table's files per file number (None: filtered out).
+    indices: Vec<Option<u32>>,
+}
+
+impl UnitFiles {
+    fn index_of(&self, number: u64) -> Option<u32> {
+        number
+            .checked_sub(self.first_number)
+            .and_then(|i| self.indices.get(i as usize))
+            .copied()
+            .flatten()
+    }
+}
+
+impl<'f> TableBuilder<'f> {
+    fn new(filter: &'f SourceFilter, executable_ranges: Vec<(u64, u64)>) -> Self {
+        TableBuilder {
+            filter,
+            executable_ranges,
+            files: Vec::new(),
+            file_index: HashMap::new(),
+            sites: BTreeMap::new(),
+            dead_lines: Vec::new(),
+            functions: Vec::new(),
+            function_ranges: Vec::new(),
+        }
+    }
+
+    fn in_text(&self, addr: u64) -> bool {
+        self.executable_ranges
+            .iter()
+            .any(|&(lo, hi)| addr >= lo && addr < hi)
+    }
+
+    /// Adds the line rows and the functions of one compilation unit.
+    fn add_unit(
+        &mut self,
+        dwarf: &gimli::Dwarf<Slice<'_>>,
+        unit: &gimli::Unit<Slice<'_>>,
+    ) -> Result<()> {
         let Some(program) = unit.line_program.clone() else {
-            continue;
+            return Ok(());
         };
+        let unit_files = self.unit_files(dwarf, unit, program.header());
+        // Units of only foreign sources (the standard library,
+        // dependencies) are skipped without walking their rows.
+        if unit_files.indices.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        self.add_rows(program, &unit_files)?;
+        self.add_functions(dwarf, unit, &unit_files)
+    }
+
+    /// Resolves the unit's file numbers up front, registering the paths the
+    /// filter accepts.
+    fn unit_files(
+        &mut self,
+        dwarf: &gimli::Dwarf<Slice<'_>>,
+        unit: &gimli::Unit<Slice<'_>>,
+        header: &gimli::LineProgramHeader<Slice<'_>>,
+    ) -> UnitFiles {
         let comp_dir = unit
             .comp_dir
             .map(|d| PathBuf::from(d.to_string_lossy().into_owned()))
             .unwrap_or_default();
-        // DWARF file number -> index in `files` (None: filtered out),
-        // resolved up front so units of only foreign sources (the standard
-        // library, dependencies) are skipped without walking their rows.
-        let header = program.header();
         let first_number = if header.version() >= 5 { 0 } else { 1 };
-        let mut unit_files: Vec<Option<u32>> = Vec::new();
+        let mut indices: Vec<Option<u32>> = Vec::new();
         for number in first_number..first_number + header.file_names().len() as u64 {
-            let path = row_file_path(&dwarf, &unit, header, number, &comp_dir).unwrap_or_default();
+            let path = row_file_path(dwarf, unit, header, number, &comp_dir).unwrap_or_default();
             let index = if path.as_os_str().is_empty() {
                 None
             } else {
-                *file_index.entry(path.clone()).or_insert_with(|| {
+                let (files, filter) = (&mut self.files, self.filter);
+                *self.file_index.entry(path.clone()).or_insert_with(|| {
                     filter.accepts(&path).then(|| {
                         files.push(path.clone());
                         (files.len() - 1) as u32
                     })
                 })
             };
-            unit_files.push(index);
+            indices.push(index);
         }
-        if unit_files.iter().all(Option::is_none) {
-            continue;
+        UnitFiles {
+            first_number,
+            indices,
         }
+    }
+
+    /// Records the unit's `is_stmt` rows as sites, or as dead lines when
+    /// their code lies outside the executable sections.
+    fn add_rows(
+        &mut self,
+        program: gimli::IncompleteLineProgram<Slice<'_>>,
+        unit_files: &UnitFiles,
+    ) -> Result<()> {
         let mut rows = program.rows();
         while let Some((_, row)) = rows.next_row()? {
             if row.end_sequence() || !row.is_stmt() {
@@ -164,23 +245,30 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
             }
             let Some(line) = row.line() else { continue };
             let address = row.address();
-            let index = row
-                .file_index()
-                .checked_sub(first_number)
-                .and_then(|i| unit_files.get(i as usize))
-                .copied()
-                .flatten();
-            let Some(index) = index else { continue };
+            let Some(index) = unit_files.index_of(row.file_index()) else {
+                continue;
+            };
             let key = (index, line.get() as u32);
-            if !in_text(address) {
-                dead_lines.push(key);
+            if !self.in_text(address) {
+                self.dead_lines.push(key);
                 continue;
             }
-            let entry = sites.entry(address).or_default();
+            let entry = self.sites.entry(address).or_default();
             if !entry.contains(&key) {
                 entry.push(key);
             }
         }
+        Ok(())
+    }
+
+    /// Records the unit's subprograms and inlined copies that have code,
+    /// with their code ranges.
+    fn add_functions(
+        &mut self,
+        dwarf: &gimli::Dwarf<Slice<'_>>,
+        unit: &gimli::Unit<Slice<'_>>,
+        unit_files: &UnitFiles,
+    ) -> Result<()> {
         let mut entries = unit.entries();
         while let Some((_, entry)) = entries.next_dfs()? {
             if entry.tag() != gimli::DW_TAG_subprogram
@@ -189,9 +277,9 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
                 continue;
             }
             let mut ranges = Vec::new();
-            let mut iter = dwarf.die_ranges(&unit, entry)?;
+            let mut iter = dwarf.die_ranges(unit, entry)?;
             while let Some(range) = iter.next()? {
-                if in_text(range.begin) && range.end > range.begin {
+                if self.in_text(range.begin) && range.end > range.begin {
                     ranges.push((range.begin, range.end));
                 }
             }
@@ -199,54 +287,61 @@ pub fn read_image_lines(path: &Path, filter: &SourceFilter) -> Result<Option<Ima
                 // A declaration or an abstract instance: no code of its own.
                 continue;
             }
-            let Some((name, decl_file, line)) = subprogram_identity(&dwarf, &unit, entry, 0)?
-            else {
+            let Some((name, decl_file, line)) = subprogram_identity(dwarf, unit, entry, 0)? else {
                 continue;
             };
-            let file = decl_file
-                .checked_sub(first_number)
-                .and_then(|i| unit_files.get(i as usize))
-                .copied()
-                .flatten();
-            let Some(file) = file else { continue };
-            function_ranges.push((functions.len(), ranges));
-            functions.push(Function {
+            let Some(file) = unit_files.index_of(decl_file) else {
+                continue;
+            };
+            self.function_ranges.push((self.functions.len(), ranges));
+            self.functions.push(Function {
                 name,
                 file,
                 line,
                 sites: Vec::new(),
             });
         }
+        Ok(())
     }
-    for (index, ranges) in function_ranges {
-        functions[index].sites = ranges
-            .iter()
-            .flat_map(|&(low, high)| sites.range(low..high).map(|(a, _)| *a))
-            .collect();
-    }
-    // One record per function: instances (inlined copies, generic
-    // instantiations) merge.
-    functions.sort_by(|a, b| (a.file, a.line, &a.name).cmp(&(b.file, b.line, &b.name)));
-    functions.dedup_by(|later, first| {
-        let same = (later.file, later.line, &later.name) == (first.file, first.line, &first.name);
-        if same {
-            first.sites.append(&mut later.sites);
+
+    /// Resolves function ranges to sites (now that all rows are in) and
+    /// merges the instances of each function.
+    fn finish(
+        mut self,
+        path: &Path,
+        position_independent: bool,
+        first_segment_vaddr: u64,
+    ) -> ImageLines {
+        for (index, ranges) in &self.function_ranges {
+            self.functions[*index].sites = ranges
+                .iter()
+                .flat_map(|&(low, high)| self.sites.range(low..high).map(|(a, _)| *a))
+                .collect();
         }
-        same
-    });
-    Ok(Some(ImageLines {
-        path: path.to_path_buf(),
-        position_independent,
-        first_segment_vaddr,
-        files,
-        sites,
-        dead_lines: {
-            dead_lines.sort_unstable();
-            dead_lines.dedup();
-            dead_lines
-        },
-        functions,
-    }))
+        // One record per function: instances (inlined copies, generic
+        // instantiations) merge.
+        let functions = &mut self.functions;
+        functions.sort_by(|a, b| (a.file, a.line, &a.name).cmp(&(b.file, b.line, &b.name)));
+        functions.dedup_by(|later, first| {
+            let same =
+                (later.file, later.line, &later.name) == (first.file, first.line, &first.name);
+            if same {
+                first.sites.append(&mut later.sites);
+            }
+            same
+        });
+        self.dead_lines.sort_unstable();
+        self.dead_lines.dedup();
+        ImageLines {
+            path: path.to_path_buf(),
+            position_independent,
+            first_segment_vaddr,
+            files: self.files,
+            sites: self.sites,
+            dead_lines: self.dead_lines,
+            functions: self.functions,
+        }
+    }
 }
 
 type Slice<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
