@@ -283,54 +283,16 @@ pub fn explore(config: &ExploreConfig, program: &mut dyn FnMut()) -> anyhow::Res
         if let Some(signal) = interrupt_signal() {
             return Err(interrupted(signal));
         }
-        if shared.get(Stat::Stop) != 0 {
-            stop_reason = StopReason::FirstBug;
+        if let Some(reason) = reason_to_stop(config, &shared, index) {
+            stop_reason = reason;
             break;
         }
-        if index > 0 && config.stop_when_all_fired && all_sometimes_fired(&shared) {
-            stop_reason = StopReason::AllFired;
-            break;
-        }
-        if !shared.take_energy() {
-            stop_reason = StopReason::EnergySpent;
-            break;
-        }
-        let seed = config.root_seed.wrapping_add(index);
-        let warm = shared.explored_bits() > 0;
-        shared.stat(Stat::Warm).store(warm as u64, SeqCst);
-        shared.clear_slot(0);
-        let ordinal = shared.stat(Stat::Timelines).fetch_add(1, SeqCst) + 1;
-        shared.stat(Stat::Roots).fetch_add(1, SeqCst);
-        let _ = std::io::stdout().flush();
-        match fork_timeline() {
-            Ok(Forked::Child) => {
-                // Own group, so the driver can signal the whole tree; the
-                // parent does the same, whichever runs first.
-                let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
-                let mut timeline = Timeline::new(Recipe::root(seed), Some(explorer.clone()));
-                timeline.ordinal = ordinal;
-                install(Some(timeline));
-                run_timeline_to_exit(program)
-            }
-            Ok(Forked::Parent(pid)) => {
-                let _ = setpgid(pid, pid);
-                let status = wait_for_root(pid);
-                shared.merge_slot(0);
-                account(
-                    &shared,
-                    config.stop_at_first_bug,
-                    &Recipe::root(seed),
-                    ordinal,
-                    status,
-                );
-            }
-            Err(err) => {
-                shared.stat(Stat::Timelines).fetch_sub(1, SeqCst);
-                shared.stat(Stat::Roots).fetch_sub(1, SeqCst);
-                shared.return_energy(1);
-                return Err(err);
-            }
-        }
+        run_root(
+            config,
+            &explorer,
+            config.root_seed.wrapping_add(index),
+            program,
+        )?;
     }
     if let Some(signal) = interrupt_signal() {
         return Err(interrupted(signal));
@@ -338,8 +300,82 @@ pub fn explore(config: &ExploreConfig, program: &mut dyn FnMut()) -> anyhow::Res
     if shared.get(Stat::Stop) != 0 {
         stop_reason = StopReason::FirstBug;
     }
+    Ok(build_report(config, window, &shared, stop_reason, started))
+}
+
+/// Why the driver stops before the root of seed number `index`, if it
+/// does. Takes the root's unit of energy when it goes on.
+fn reason_to_stop(config: &ExploreConfig, shared: &Shared, index: u64) -> Option<StopReason> {
+    if shared.get(Stat::Stop) != 0 {
+        return Some(StopReason::FirstBug);
+    }
+    if index > 0 && config.stop_when_all_fired && all_sometimes_fired(shared) {
+        return Some(StopReason::AllFired);
+    }
+    if !shared.take_energy() {
+        return Some(StopReason::EnergySpent);
+    }
+    None
+}
+
+/// Runs the root timeline of `seed` in a forked child (which splits further
+/// on its own) and accounts for how it ended. The root's energy is already
+/// taken.
+fn run_root(
+    config: &ExploreConfig,
+    explorer: &Explorer,
+    seed: u64,
+    program: &mut dyn FnMut(),
+) -> anyhow::Result<()> {
+    let shared = &explorer.shared;
+    let warm = shared.explored_bits() > 0;
+    shared.stat(Stat::Warm).store(warm as u64, SeqCst);
+    shared.clear_slot(0);
+    let ordinal = shared.stat(Stat::Timelines).fetch_add(1, SeqCst) + 1;
+    shared.stat(Stat::Roots).fetch_add(1, SeqCst);
+    let _ = std::io::stdout().flush();
+    match fork_timeline() {
+        Ok(Forked::Child) => {
+            // Own group, so the driver can signal the whole tree; the
+            // parent does the same, whichever runs first.
+            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let mut timeline = Timeline::new(Recipe::root(seed), Some(explorer.clone()));
+            timeline.ordinal = ordinal;
+            install(Some(timeline));
+            run_timeline_to_exit(program)
+        }
+        Ok(Forked::Parent(pid)) => {
+            let _ = setpgid(pid, pid);
+            let status = wait_for_root(pid);
+            shared.merge_slot(0);
+            account(
+                shared,
+                config.stop_at_first_bug,
+                &Recipe::root(seed),
+                ordinal,
+                status,
+            );
+            Ok(())
+        }
+        Err(err) => {
+            shared.stat(Stat::Timelines).fetch_sub(1, SeqCst);
+            shared.stat(Stat::Roots).fetch_sub(1, SeqCst);
+            shared.return_energy(1);
+            Err(err)
+        }
+    }
+}
+
+/// The report of a finished exploration, from the shared counters.
+fn build_report(
+    config: &ExploreConfig,
+    window: usize,
+    shared: &Shared,
+    stop_reason: StopReason,
+    started: Instant,
+) -> ExploreReport {
     let assertions = shared.assertions();
-    let report = ExploreReport {
+    ExploreReport {
         config: config.clone(),
         window,
         timelines: shared.get(Stat::Timelines),
@@ -370,8 +406,7 @@ pub fn explore(config: &ExploreConfig, program: &mut dyn FnMut()) -> anyhow::Res
         first_crash: shared.recorded(Record::Crash),
         stop_reason,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
-    };
-    Ok(report)
+    }
 }
 
 fn interrupted(signal: Signal) -> anyhow::Error {

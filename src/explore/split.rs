@@ -126,40 +126,16 @@ pub(crate) fn spawn_batch(
         let index = *next_index;
         *next_index += 1;
         let child_seed = mix_seed(t.seed, mark, index);
-        let pool_slot = if ex.cfg.parallel > 0 {
-            loop {
-                if let Some(slot) = shared.acquire_slot() {
-                    break Some(slot);
-                }
-                if live.is_empty() {
-                    break None;
-                }
-                reap_any(t, ex, &mut live);
-            }
-        } else {
-            None
-        };
-        if let Some(slot) = pool_slot {
-            shared.clear_slot(slot);
-        }
+        let pool_slot = wait_for_pool_slot(t, ex, &mut live);
         let ordinal = shared.stat(Stat::Timelines).fetch_add(1, SeqCst) + 1;
         let calls = t.rng.calls();
         match fork_timeline() {
             Ok(Forked::Child) => {
-                t.seed = child_seed;
-                t.depth += 1;
-                t.recipe.forks.push(ForkStep {
+                let step = ForkStep {
                     calls,
                     seed: child_seed,
-                });
-                t.ordinal = ordinal;
-                if let Some(slot) = pool_slot {
-                    t.slot = slot;
-                }
-                t.rng.reseed(child_seed);
-                shared
-                    .stat(Stat::MaxDepthReached)
-                    .fetch_max(u64::from(t.depth), SeqCst);
+                };
+                become_child(t, shared, step, ordinal, pool_slot);
                 return Batch::Child;
             }
             Ok(Forked::Parent(pid)) => {
@@ -195,6 +171,50 @@ pub(crate) fn spawn_batch(
         reap_any(t, ex, &mut live);
     }
     Batch::Done(started)
+}
+
+/// With a window, a free pool slot (cleared), reaping children until one
+/// frees up; `None` when running sequentially or when no child is left to
+/// free one (the next child then runs while its parent waits).
+fn wait_for_pool_slot(t: &mut Timeline, ex: &Explorer, live: &mut Vec<LiveChild>) -> Option<usize> {
+    if ex.cfg.parallel == 0 {
+        return None;
+    }
+    let slot = loop {
+        if let Some(slot) = ex.shared.acquire_slot() {
+            break Some(slot);
+        }
+        if live.is_empty() {
+            break None;
+        }
+        reap_any(t, ex, live);
+    };
+    if let Some(slot) = slot {
+        ex.shared.clear_slot(slot);
+    }
+    slot
+}
+
+/// In a freshly forked child: turn the parent's timeline into the child's,
+/// one fork step deeper on its own seed.
+fn become_child(
+    t: &mut Timeline,
+    shared: &Shared,
+    step: ForkStep,
+    ordinal: u64,
+    pool_slot: Option<usize>,
+) {
+    t.seed = step.seed;
+    t.depth += 1;
+    t.rng.reseed(step.seed);
+    t.recipe.forks.push(step);
+    t.ordinal = ordinal;
+    if let Some(slot) = pool_slot {
+        t.slot = slot;
+    }
+    shared
+        .stat(Stat::MaxDepthReached)
+        .fetch_max(u64::from(t.depth), SeqCst);
 }
 
 /// Wait for one specific child, retrying on EINTR.
