@@ -251,6 +251,26 @@ pub fn run_explore(args: ExploreArgs) -> anyhow::Result<i32> {
 }
 
 fn print_report(target: &Target, r: &ExploreReport, baseline: Option<u64>) {
+    print_totals(target, r);
+    print_assertions(r);
+    if r.refused_forks > 0 {
+        println!("refused forks: {}", r.refused_forks);
+    }
+    print_problems(target, r);
+    if let Some(n) = baseline {
+        let found = r.first_bug.as_ref().map(|b| b.ordinal);
+        match found {
+            Some(e) => println!(
+                "independent seeds needed {n} timelines, exploration {e} ({:.1}x fewer)",
+                n as f64 / e as f64
+            ),
+            None => println!("independent seeds needed {n} timelines"),
+        }
+    }
+}
+
+/// Timelines, energy, coverage and why the exploration stopped.
+fn print_totals(target: &Target, r: &ExploreReport) {
     let window = match r.window {
         0 => "sequential (one child at a time)".to_string(),
         p => format!(
@@ -290,6 +310,10 @@ fn print_report(target: &Target, r: &ExploreReport, baseline: Option<u64>) {
         "coverage: {} bits explored; stopped after {stop}",
         r.explored_bits
     );
+}
+
+/// One line per assertion, then the `sometimes` that never fired.
+fn print_assertions(r: &ExploreReport) {
     println!("assertions:");
     for a in &r.assertions {
         let state = if a.kind.is_sometimes() {
@@ -320,9 +344,10 @@ fn print_report(target: &Target, r: &ExploreReport, baseline: Option<u64>) {
     } else {
         println!("never fired: {}", r.never_fired.join(", "));
     }
-    if r.refused_forks > 0 {
-        println!("refused forks: {}", r.refused_forks);
-    }
+}
+
+/// The first bug and the first crash, each with the command replaying it.
+fn print_problems(target: &Target, r: &ExploreReport) {
     if let Some(bug) = &r.first_bug {
         println!(
             "BUG: {} timelines failed; the first was timeline #{}; replay it with:",
@@ -341,16 +366,6 @@ fn print_report(target: &Target, r: &ExploreReport, baseline: Option<u64>) {
             r.crashes, crash.ordinal
         );
         println!("  runq replay '{}' {}", crash.recipe, target.replay_hint());
-    }
-    if let Some(n) = baseline {
-        let found = r.first_bug.as_ref().map(|b| b.ordinal);
-        match found {
-            Some(e) => println!(
-                "independent seeds needed {n} timelines, exploration {e} ({:.1}x fewer)",
-                n as f64 / e as f64
-            ),
-            None => println!("independent seeds needed {n} timelines"),
-        }
     }
 }
 
