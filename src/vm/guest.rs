@@ -270,27 +270,11 @@ pub(super) fn reap(child: Pid) -> Option<i32> {
 /// returns its exit code (128+N when killed by signal N).
 pub(super) fn run_streamed(
     plan: &Plan,
-    mut command: std::process::Command,
+    command: std::process::Command,
     stdin: Option<std::fs::File>,
     channel: &mut std::fs::File,
 ) -> anyhow::Result<i32> {
-    let stdin = match stdin {
-        Some(file) => std::process::Stdio::from(file),
-        None => std::process::Stdio::null(),
-    };
-    // A shared boot mounts a fresh /tmp between cases, taking a working
-    // directory under /tmp with it (the host's, mirrored): make it again.
-    std::fs::create_dir_all(&plan.cwd).ok();
-    command
-        .current_dir(&plan.cwd)
-        .env_clear()
-        .env("PATH", GUEST_PATH)
-        .env("HOME", "/root")
-        .envs(plan.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(stdin)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().context("starting the guest command")?;
+    let mut child = spawn_piped(plan, command, stdin)?;
     let child_pid = Pid::from_raw(child.id() as i32);
     let mut stdout = child
         .stdout
@@ -322,54 +306,103 @@ pub(super) fn run_streamed(
         if exited_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE) {
             break;
         }
-        let mut fds = Vec::new();
-        if let Some(out) = &stdout {
-            fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(err) = &stderr {
-            fds.push(PollFd::new(err.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::from(100u16)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("polling the command's output"),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        let mut slot = 0;
-        for is_stdout in [true, false] {
-            let pipe = if is_stdout { &mut stdout } else { &mut stderr };
-            let Some(reader) = pipe.as_mut() else {
-                continue;
-            };
-            let is_ready = ready[slot];
-            slot += 1;
-            if !is_ready {
-                continue;
-            }
-            let n = match reader.read(&mut buffer) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => 0,
-            };
-            if n == 0 {
-                *pipe = None;
-                continue;
-            }
-            let data = buffer[..n].to_vec();
-            let frame = if is_stdout {
-                Frame::Stdout(data)
-            } else {
-                Frame::Stderr(data)
-            };
-            channel.write_all(&encode(&frame))?;
-        }
+        let ready = poll_pipes(&stdout, &stderr)?;
+        forward_pipes(&mut stdout, &mut stderr, &ready, &mut buffer, channel)?;
     }
     // Dropping `child` does not wait: init has reaped it above.
     drop(child);
     Ok(code.unwrap_or(128 + libc::SIGKILL))
+}
+
+/// Starts `command` in the plan's environment with its output piped.
+fn spawn_piped(
+    plan: &Plan,
+    mut command: std::process::Command,
+    stdin: Option<std::fs::File>,
+) -> anyhow::Result<std::process::Child> {
+    let stdin = match stdin {
+        Some(file) => std::process::Stdio::from(file),
+        None => std::process::Stdio::null(),
+    };
+    // A shared boot mounts a fresh /tmp between cases, taking a working
+    // directory under /tmp with it (the host's, mirrored): make it again.
+    std::fs::create_dir_all(&plan.cwd).ok();
+    command
+        .current_dir(&plan.cwd)
+        .env_clear()
+        .env("PATH", GUEST_PATH)
+        .env("HOME", "/root")
+        .envs(plan.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command.spawn().context("starting the guest command")
+}
+
+/// Waits up to 100 ms for output; one flag per open pipe, stdout first.
+fn poll_pipes(
+    stdout: &Option<std::fs::File>,
+    stderr: &Option<std::fs::File>,
+) -> anyhow::Result<Vec<bool>> {
+    let mut fds = Vec::new();
+    if let Some(out) = stdout {
+        fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
+    }
+    if let Some(err) = stderr {
+        fds.push(PollFd::new(err.as_fd(), PollFlags::POLLIN));
+    }
+    match poll(&mut fds, PollTimeout::from(100u16)) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e).context("polling the command's output"),
+    }
+    Ok(fds
+        .iter()
+        .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+        .collect())
+}
+
+/// Reads once from each ready pipe and sends what came as a frame; a pipe
+/// at its end (or failing) is closed.
+fn forward_pipes(
+    stdout: &mut Option<std::fs::File>,
+    stderr: &mut Option<std::fs::File>,
+    ready: &[bool],
+    buffer: &mut [u8],
+    channel: &mut std::fs::File,
+) -> anyhow::Result<()> {
+    let mut slot = 0;
+    for is_stdout in [true, false] {
+        let pipe = if is_stdout {
+            &mut *stdout
+        } else {
+            &mut *stderr
+        };
+        let Some(reader) = pipe.as_mut() else {
+            continue;
+        };
+        let is_ready = ready[slot];
+        slot += 1;
+        if !is_ready {
+            continue;
+        }
+        let n = match reader.read(buffer) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            *pipe = None;
+            continue;
+        }
+        let data = buffer[..n].to_vec();
+        let frame = if is_stdout {
+            Frame::Stdout(data)
+        } else {
+            Frame::Stderr(data)
+        };
+        channel.write_all(&encode(&frame))?;
+    }
+    Ok(())
 }
 
 fn run_shell(plan: &Plan) -> anyhow::Result<i32> {
