@@ -12,7 +12,7 @@
 
 use super::outcome::CheckOutcome;
 use super::thresholds::Thresholds;
-use crate::scheduler::{describe_exit, SchedulerReport};
+use crate::scheduler::{describe_exit, Ejection, SchedulerReport};
 
 pub(super) const ATTACHED: &str = "scheduler_attached";
 pub(super) const ON_SCHEDULER: &str = "workers_on_scheduler";
@@ -56,61 +56,10 @@ fn exit_text(report: &SchedulerReport) -> String {
 
 fn attached(report: &SchedulerReport) -> CheckOutcome {
     if let Some(why) = &report.attach_failure {
-        let mut out = CheckOutcome::new(
-            ATTACHED,
-            false,
-            format!(
-                "{} never attached: {why}; no worker was started",
-                report.binary
-            ),
-        );
-        out.details
-            .push(format!("{} {}", report.path, report.args.join(" ")));
-        out.details
-            .push(format!("it ended with {}; its output:", exit_text(report)));
-        out.details.extend(output_lines(&report.output_tail));
-        return out;
+        return never_attached(report, why);
     }
-    let attach_ms = report.attach_ms.unwrap_or(0.0);
     if let Some(ejection) = &report.ejection {
-        let reason = if ejection.reason.is_empty() {
-            format!(
-                "no reason in the kernel log (noticed by {})",
-                ejection.noticed_by
-            )
-        } else {
-            ejection.reason.clone()
-        };
-        let mut out = CheckOutcome::new(
-            ATTACHED,
-            false,
-            format!(
-                "{} was ejected {:.0} ms after attaching, in step {}: {reason}",
-                name(report),
-                ejection.after_attach_ms,
-                ejection.step
-            ),
-        );
-        let (stack, messages): (Vec<&String>, Vec<&String>) =
-            ejection.details.iter().partition(|d| d.starts_with(' '));
-        out.details
-            .extend(messages.iter().map(|d| format!("kernel: {d}")));
-        out.details.extend(
-            stack
-                .iter()
-                .take(STACK_LINES)
-                .map(|d| format!("kernel: {d}")),
-        );
-        out.details.push(format!(
-            "at {:.0} ms into the run; it ended with {}; its output:",
-            ejection.at_ms,
-            ejection
-                .exit
-                .as_ref()
-                .map_or_else(|| exit_text(report), describe_exit)
-        ));
-        out.details.extend(output_lines(&ejection.output_tail));
-        return out.measured(Some(ejection.after_attach_ms), None);
+        return ejected(report, ejection);
     }
     if report.state_after_stop != "disabled" {
         let mut out = CheckOutcome::new(
@@ -126,6 +75,7 @@ fn attached(report: &SchedulerReport) -> CheckOutcome {
         out.details.extend(output_lines(&report.output_tail));
         return out;
     }
+    let attach_ms = report.attach_ms.unwrap_or(0.0);
     let mut out = CheckOutcome::new(
         ATTACHED,
         true,
@@ -147,6 +97,68 @@ fn attached(report: &SchedulerReport) -> CheckOutcome {
         opt(report.nr_rejected)
     ));
     out.measured(Some(attach_ms), Some(report.attach_timeout_ms))
+}
+
+/// The failure of a scheduler that never attached: its command line, its
+/// exit and its output.
+fn never_attached(report: &SchedulerReport, why: &str) -> CheckOutcome {
+    let mut out = CheckOutcome::new(
+        ATTACHED,
+        false,
+        format!(
+            "{} never attached: {why}; no worker was started",
+            report.binary
+        ),
+    );
+    out.details
+        .push(format!("{} {}", report.path, report.args.join(" ")));
+    out.details
+        .push(format!("it ended with {}; its output:", exit_text(report)));
+    out.details.extend(output_lines(&report.output_tail));
+    out
+}
+
+/// The failure of a scheduler the kernel ejected: the kernel's reason, its
+/// messages and the top of its stack, then the scheduler's exit and output.
+fn ejected(report: &SchedulerReport, ejection: &Ejection) -> CheckOutcome {
+    let reason = if ejection.reason.is_empty() {
+        format!(
+            "no reason in the kernel log (noticed by {})",
+            ejection.noticed_by
+        )
+    } else {
+        ejection.reason.clone()
+    };
+    let mut out = CheckOutcome::new(
+        ATTACHED,
+        false,
+        format!(
+            "{} was ejected {:.0} ms after attaching, in step {}: {reason}",
+            name(report),
+            ejection.after_attach_ms,
+            ejection.step
+        ),
+    );
+    let (stack, messages): (Vec<&String>, Vec<&String>) =
+        ejection.details.iter().partition(|d| d.starts_with(' '));
+    out.details
+        .extend(messages.iter().map(|d| format!("kernel: {d}")));
+    out.details.extend(
+        stack
+            .iter()
+            .take(STACK_LINES)
+            .map(|d| format!("kernel: {d}")),
+    );
+    out.details.push(format!(
+        "at {:.0} ms into the run; it ended with {}; its output:",
+        ejection.at_ms,
+        ejection
+            .exit
+            .as_ref()
+            .map_or_else(|| exit_text(report), describe_exit)
+    ));
+    out.details.extend(output_lines(&ejection.output_tail));
+    out.measured(Some(ejection.after_attach_ms), None)
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
