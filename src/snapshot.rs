@@ -478,64 +478,16 @@ fn read_scheduler_state(
             );
         }
     }
-    for &pid in &targets.worker_pids {
-        let dir = PathBuf::from(format!("/proc/{pid}"));
-        let Some(schedstat) = read_source(&dir.join("schedstat"), tag, events) else {
-            continue;
-        };
-        let Some((run_time_ns, run_delay_ns, timeslices)) = parse_task_schedstat(&schedstat) else {
-            events.push(
-                EventKind::CaptureUnavailable,
-                Some(tag),
-                format!("/proc/{pid}/schedstat: unexpected format {schedstat:?}"),
-            );
-            continue;
-        };
-        let sched = read_source(&dir.join("sched"), tag, events)
-            .map(|text| parse_task_sched(&text))
-            .unwrap_or_default();
-        state.tasks.push(TaskSched {
-            pid,
-            run_time_ns,
-            run_delay_ns,
-            timeslices,
-            sched,
-        });
-    }
-    for dir in &targets.cgroup_dirs {
-        // v2 and the v1 `cpu` hierarchy have cpu.stat, v1 `cpuacct` has its
-        // own files, the v1 `cpuset` hierarchy none: a hierarchy without
-        // such a file is not a missing capture.
-        if !dir.exists() {
-            // Gone: the read fails and logs why.
-            read_source(&dir.join("cpu.stat"), tag, events);
-            continue;
-        }
-        let mut stat = BTreeMap::new();
-        let mut found = false;
-        for file in ["cpu.stat", "cpuacct.stat"] {
-            let path = dir.join(file);
-            if path.exists() {
-                found = true;
-                if let Some(text) = read_source(&path, tag, events) {
-                    stat.extend(parse_key_values(&text));
-                }
-            }
-        }
-        let usage = dir.join("cpuacct.usage");
-        if usage.exists() {
-            found = true;
-            if let Some(ns) = read_source(&usage, tag, events).and_then(|t| t.trim().parse().ok()) {
-                stat.insert("usage_ns".to_owned(), ns);
-            }
-        }
-        if found {
-            state.cgroups.push(CgroupCpuStat {
-                path: dir.clone(),
-                stat,
-            });
-        }
-    }
+    state.tasks = targets
+        .worker_pids
+        .iter()
+        .filter_map(|&pid| read_task_sched(pid, tag, events))
+        .collect();
+    state.cgroups = targets
+        .cgroup_dirs
+        .iter()
+        .filter_map(|dir| read_cgroup_cpu_stat(dir, tag, events))
+        .collect();
     state.loadavg =
         read_source(Path::new(PROC_LOADAVG), tag, events).and_then(|t| parse_loadavg(&t));
     // debugfs is optional: its absence is not unusual, only an unreadable
@@ -554,6 +506,66 @@ fn read_scheduler_state(
         });
     }
     state
+}
+
+/// A worker's `/proc/PID/schedstat` and `sched`; `None` (logged) when its
+/// schedstat cannot be read or parsed.
+fn read_task_sched(pid: i32, tag: &str, events: &mut EventLog) -> Option<TaskSched> {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let schedstat = read_source(&dir.join("schedstat"), tag, events)?;
+    let Some((run_time_ns, run_delay_ns, timeslices)) = parse_task_schedstat(&schedstat) else {
+        events.push(
+            EventKind::CaptureUnavailable,
+            Some(tag),
+            format!("/proc/{pid}/schedstat: unexpected format {schedstat:?}"),
+        );
+        return None;
+    };
+    let sched = read_source(&dir.join("sched"), tag, events)
+        .map(|text| parse_task_sched(&text))
+        .unwrap_or_default();
+    Some(TaskSched {
+        pid,
+        run_time_ns,
+        run_delay_ns,
+        timeslices,
+        sched,
+    })
+}
+
+/// The CPU accounting of one cgroup directory; `None` when its hierarchy
+/// keeps none or the directory is gone (logged).
+fn read_cgroup_cpu_stat(dir: &Path, tag: &str, events: &mut EventLog) -> Option<CgroupCpuStat> {
+    // v2 and the v1 `cpu` hierarchy have cpu.stat, v1 `cpuacct` has its
+    // own files, the v1 `cpuset` hierarchy none: a hierarchy without
+    // such a file is not a missing capture.
+    if !dir.exists() {
+        // Gone: the read fails and logs why.
+        read_source(&dir.join("cpu.stat"), tag, events);
+        return None;
+    }
+    let mut stat = BTreeMap::new();
+    let mut found = false;
+    for file in ["cpu.stat", "cpuacct.stat"] {
+        let path = dir.join(file);
+        if path.exists() {
+            found = true;
+            if let Some(text) = read_source(&path, tag, events) {
+                stat.extend(parse_key_values(&text));
+            }
+        }
+    }
+    let usage = dir.join("cpuacct.usage");
+    if usage.exists() {
+        found = true;
+        if let Some(ns) = read_source(&usage, tag, events).and_then(|t| t.trim().parse().ok()) {
+            stat.insert("usage_ns".to_owned(), ns);
+        }
+    }
+    found.then(|| CgroupCpuStat {
+        path: dir.to_path_buf(),
+        stat,
+    })
 }
 
 fn read_cgroup_procs(tag: &str, dirs: &[PathBuf], events: &mut EventLog) -> Vec<CgroupProcs> {
