@@ -509,64 +509,11 @@ fn comparison_section(
     for w in &c.warnings {
         let _ = writeln!(out, "<p class=\"warning\">warning: {}</p>", esc(w));
     }
-    let _ = writeln!(
-        out,
-        "<table><tr><th>metric</th><th>unit</th><th>A median</th><th>B median</th><th>change</th><th>CI</th><th>p</th><th>verdict</th></tr>"
-    );
-    for m in &c.metrics {
-        let med = |s: &Option<crate::regress::Summary>| {
-            s.as_ref().map_or("-".into(), |s| figure(s.median))
-        };
-        let class = match m.verdict {
-            Verdict::Regressed => "regressed",
-            Verdict::Improved => "improved",
-            Verdict::NotEnoughRuns => "not_enough_runs",
-            _ => "",
-        };
-        let _ = writeln!(
-            out,
-            "<tr class=\"{class}\"><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
-            m.direction.arrow(),
-            esc(&m.name),
-            esc(&m.unit),
-            med(&m.a_summary),
-            med(&m.b_summary),
-            m.change_text(),
-            m.interval_text(),
-            m.p_value.map_or("-".into(), |p| format!("{p:.4}")),
-            m.verdict.label(),
-            if m.note.is_empty() { String::new() } else { format!(" ({})", esc(&m.note)) }
-        );
-    }
-    let _ = writeln!(out, "</table>");
-    let judged: Vec<_> = c
-        .metrics
-        .iter()
-        .filter(|m| {
-            m.direction != Direction::Context
-                && m.a_summary.as_ref().is_some_and(|s| s.median != 0.0)
-                && !m.b.is_empty()
-        })
-        .collect();
-    let strips = StripChart {
-        title: "every run of A and B, relative to A's median".into(),
-        x_desc: "value / A's median".into(),
-        rows: judged.iter().map(|m| m.name.clone()).collect(),
-        values: judged
-            .iter()
-            .map(|m| {
-                let base = m.a_summary.as_ref().map_or(1.0, |s| s.median);
-                (
-                    m.a.iter().map(|v| v / base).collect(),
-                    m.b.iter().map(|v| v / base).collect(),
-                )
-            })
-            .collect(),
-    };
+    comparison_table(out, c);
     figure_of(
         out,
         "compare-metrics",
-        strips.svg()?,
+        comparison_strips(c).svg()?,
         "One dot per run: A above, B below each metric's line; 1 is A's median.",
         "No metric both sides have.",
     );
@@ -581,6 +528,65 @@ fn comparison_section(
         "Neither side sampled wake latencies.",
     );
     Ok(())
+}
+
+/// The metrics table, one row a metric, coloured by verdict.
+fn comparison_table(out: &mut String, c: &Comparison) {
+    let _ = writeln!(
+        out,
+        "<table><tr><th>metric</th><th>unit</th><th>A median</th><th>B median</th><th>change</th><th>CI</th><th>p</th><th>verdict</th></tr>"
+    );
+    for m in &c.metrics {
+        let class = match m.verdict {
+            Verdict::Regressed => "regressed",
+            Verdict::Improved => "improved",
+            Verdict::NotEnoughRuns => "not_enough_runs",
+            _ => "",
+        };
+        let (a_median, b_median) = m.median_texts();
+        let _ = writeln!(
+            out,
+            "<tr class=\"{class}\"><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            m.direction.arrow(),
+            esc(&m.name),
+            esc(&m.unit),
+            a_median,
+            b_median,
+            m.change_text(),
+            m.interval_text(),
+            m.p_text(),
+            esc(&m.verdict_text())
+        );
+    }
+    let _ = writeln!(out, "</table>");
+}
+
+/// Every run of both sides of each judged metric, relative to A's median.
+fn comparison_strips(c: &Comparison) -> StripChart {
+    let judged: Vec<_> = c
+        .metrics
+        .iter()
+        .filter(|m| {
+            m.direction != Direction::Context
+                && m.a_summary.as_ref().is_some_and(|s| s.median != 0.0)
+                && !m.b.is_empty()
+        })
+        .collect();
+    StripChart {
+        title: "every run of A and B, relative to A's median".into(),
+        x_desc: "value / A's median".into(),
+        rows: judged.iter().map(|m| m.name.clone()).collect(),
+        values: judged
+            .iter()
+            .map(|m| {
+                let base = m.a_summary.as_ref().map_or(1.0, |s| s.median);
+                (
+                    m.a.iter().map(|v| v / base).collect(),
+                    m.b.iter().map(|v| v / base).collect(),
+                )
+            })
+            .collect(),
+    }
 }
 
 /// Every worker of every run of a document, under one label.

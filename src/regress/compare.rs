@@ -357,6 +357,26 @@ impl MetricComparison {
     pub fn interval_text(&self) -> String {
         interval_text(self)
     }
+
+    /// A's and B's medians as text, `-` for a side without values.
+    pub fn median_texts(&self) -> (String, String) {
+        let median = |s: &Option<Summary>| s.as_ref().map_or("-".into(), |s| figure(s.median));
+        (median(&self.a_summary), median(&self.b_summary))
+    }
+
+    /// The p value as text, `-` when no test ran.
+    pub fn p_text(&self) -> String {
+        self.p_value.map_or("-".into(), |p| format!("{p:.4}"))
+    }
+
+    /// The verdict with its note, if any, in parentheses.
+    pub fn verdict_text(&self) -> String {
+        if self.note.is_empty() {
+            self.verdict.label().to_string()
+        } else {
+            format!("{} ({})", self.verdict.label(), self.note)
+        }
+    }
 }
 
 fn change_text(c: Option<Change>) -> String {
@@ -410,24 +430,19 @@ impl Comparison {
             "metric", "unit", "A median", "B median", "change", level, "p"
         );
         for m in &self.metrics {
-            let med = |s: &Option<Summary>| s.as_ref().map_or("-".into(), |s| figure(s.median));
+            let (a_median, b_median) = m.median_texts();
             let _ = writeln!(
                 out,
-                "{} {:width$}  {:>7}  {:>10}  {:>10}  {:>8}  {:>19}  {:>8}  {}{}",
+                "{} {:width$}  {:>7}  {:>10}  {:>10}  {:>8}  {:>19}  {:>8}  {}",
                 m.direction.arrow(),
                 m.name,
                 m.unit,
-                med(&m.a_summary),
-                med(&m.b_summary),
+                a_median,
+                b_median,
                 m.change_text(),
                 m.interval_text(),
-                m.p_value.map_or("-".into(), |p| format!("{p:.4}")),
-                m.verdict.label(),
-                if m.note.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", m.note)
-                }
+                m.p_text(),
+                m.verdict_text()
             );
         }
         let bound = format!(
