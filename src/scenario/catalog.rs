@@ -208,7 +208,7 @@ fn cpuset() -> Vec<Scenario> {
     ]
 }
 
-// Long because it is data: one declaration per scenario of the family.
+// long: it is data, one declaration per scenario of the family.
 fn dynamic() -> Vec<Scenario> {
     vec![
         scenario(
