@@ -263,13 +263,27 @@ fn rewrite_flag_value(args: &mut [String], flag: &str, value: &str) {
     }
 }
 
-/// Checks the guest command line against runq's own parser (bad input is
-/// caught before booting) and points its output files into the guest:
-/// returns the rewritten arguments and (host path, guest path) pairs.
 /// Rewritten guest arguments and the (host path, guest path) output pairs.
 type GuestCommand = (Vec<String>, Vec<(PathBuf, String)>);
 
+/// Checks the guest command line against runq's own parser (bad input is
+/// caught before booting) and points its output files into the guest:
+/// returns the rewritten arguments and (host path, guest path) pairs.
 fn guest_command(args: &[String]) -> anyhow::Result<GuestCommand> {
+    let Some((name, output_longs)) = guest_subcommand(args)? else {
+        return Ok((args.to_vec(), Vec::new()));
+    };
+    let (rewritten, outputs) = rewrite_outputs(args, &name, &output_longs);
+    for (host, _) in &outputs {
+        runq::output::check_output_path("output", host)?;
+    }
+    Ok((rewritten, outputs))
+}
+
+/// Parses the guest command as runq would: its subcommand's name and the
+/// output flags that subcommand takes, `None` when there is nothing to
+/// rewrite (help, version, no subcommand).
+fn guest_subcommand(args: &[String]) -> anyhow::Result<Option<(String, Vec<String>)>> {
     let root = crate::Cli::command();
     let argv = std::iter::once("runq".to_string()).chain(args.iter().cloned());
     let matches = match root.clone().try_get_matches_from(argv) {
@@ -282,7 +296,7 @@ fn guest_command(args: &[String]) -> anyhow::Result<GuestCommand> {
                     | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) =>
         {
-            return Ok((args.to_vec(), Vec::new()));
+            return Ok(None);
         }
         Err(err) => {
             return Err(RunqError::bad_input(format!(
@@ -293,7 +307,7 @@ fn guest_command(args: &[String]) -> anyhow::Result<GuestCommand> {
         }
     };
     let Some((name, _)) = matches.subcommand() else {
-        return Ok((args.to_vec(), Vec::new()));
+        return Ok(None);
     };
     if name == "vm" || name == "shell" {
         return Err(RunqError::bad_input(format!(
@@ -302,7 +316,7 @@ fn guest_command(args: &[String]) -> anyhow::Result<GuestCommand> {
         )));
     }
     let Some(sub) = root.find_subcommand(name) else {
-        return Ok((args.to_vec(), Vec::new()));
+        return Ok(None);
     };
     let output_longs: Vec<String> = sub
         .get_arguments()
@@ -311,7 +325,12 @@ fn guest_command(args: &[String]) -> anyhow::Result<GuestCommand> {
         .filter(|long| OUTPUT_FLAGS.contains(long))
         .map(str::to_string)
         .collect();
+    Ok(Some((name.to_string(), output_longs)))
+}
 
+/// Replaces the value of each output flag after subcommand `name` with a
+/// path in the guest's output folder; arguments after `--` are left alone.
+fn rewrite_outputs(args: &[String], name: &str, output_longs: &[String]) -> GuestCommand {
     let mut rewritten = Vec::with_capacity(args.len());
     let mut outputs: Vec<(PathBuf, String)> = Vec::new();
     let mut guest_path_for = |host: &str| {
@@ -354,8 +373,5 @@ fn guest_command(args: &[String]) -> anyhow::Result<GuestCommand> {
             _ => rewritten.push(arg.clone()),
         }
     }
-    for (host, _) in &outputs {
-        runq::output::check_output_path("output", host)?;
-    }
-    Ok((rewritten, outputs))
+    (rewritten, outputs)
 }
