@@ -96,78 +96,87 @@ impl LineChart {
         let (y0, y1) = padded(y0.min(0.0), y1 * 1.05);
         render(|root| {
             if self.log_x {
-                let (x0, x1) = (x0.max(1e-3), x1.max(x0.max(1e-3) * 10.0));
-                let mut chart = ChartBuilder::on(root)
-                    .caption(&self.title, ("sans-serif", 18))
-                    .margin(10)
-                    .x_label_area_size(40)
-                    .y_label_area_size(60)
-                    .build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
-                chart
-                    .configure_mesh()
-                    .x_desc(self.x_desc.as_str())
-                    .y_desc(self.y_desc.as_str())
-                    .draw()?;
-                for (i, s) in self.series.iter().enumerate() {
-                    let c = colour(i);
-                    chart
-                        .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
-                        .label(s.name.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-                }
-                chart
-                    .configure_series_labels()
-                    .border_style(BLACK)
-                    .background_style(WHITE.mix(0.8))
-                    .draw()?;
+                self.draw_log_x(root, (x0, x1), (y0, y1))
             } else {
-                let (x0, x1) = padded(x0, x1);
-                let mut chart = ChartBuilder::on(root)
-                    .caption(&self.title, ("sans-serif", 18))
-                    .margin(10)
-                    .x_label_area_size(40)
-                    .y_label_area_size(70)
-                    .build_cartesian_2d(x0..x1, y0..y1)?;
-                chart
-                    .configure_mesh()
-                    .x_desc(self.x_desc.as_str())
-                    .y_desc(self.y_desc.as_str())
-                    .draw()?;
-                for (i, s) in self.series.iter().enumerate() {
-                    let c = colour(i);
-                    chart
-                        .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
-                        .label(s.name.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-                }
-                if let Some((y, label)) = &self.reference {
-                    chart
-                        .draw_series(LineSeries::new(
-                            vec![(x0, *y), (x1, *y)],
-                            BLACK.stroke_width(1),
-                        ))?
-                        .label(label.as_str())
-                        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-                }
-                if !self.marks.is_empty() {
-                    chart
-                        .draw_series(self.marks.iter().map(|m| {
-                            PathElement::new(vec![(m.x0, m.y), (m.x1, m.y)], RED.stroke_width(6))
-                        }))?
-                        .label("stall")
-                        .legend(|(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(6))
-                        });
-                }
-                chart
-                    .configure_series_labels()
-                    .border_style(BLACK)
-                    .background_style(WHITE.mix(0.8))
-                    .draw()?;
+                self.draw_linear(root, (x0, x1), (y0, y1))
             }
-            Ok(())
         })
         .map(Some)
+    }
+
+    /// The series over a logarithmic x axis (no reference line or marks).
+    fn draw_log_x(&self, root: &Area<'_>, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Drawn {
+        let (x0, x1) = (x0.max(1e-3), x1.max(x0.max(1e-3) * 10.0));
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_desc.as_str())
+            .y_desc(self.y_desc.as_str())
+            .draw()?;
+        for (i, s) in self.series.iter().enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
+        Ok(())
+    }
+
+    /// The series over a linear x axis, with the reference line and marks.
+    fn draw_linear(&self, root: &Area<'_>, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Drawn {
+        let (x0, x1) = padded(x0, x1);
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_desc.as_str())
+            .y_desc(self.y_desc.as_str())
+            .draw()?;
+        for (i, s) in self.series.iter().enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+        }
+        if let Some((y, label)) = &self.reference {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(x0, *y), (x1, *y)],
+                    BLACK.stroke_width(1),
+                ))?
+                .label(label.as_str())
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        }
+        if !self.marks.is_empty() {
+            chart
+                .draw_series(self.marks.iter().map(|m| {
+                    PathElement::new(vec![(m.x0, m.y), (m.x1, m.y)], RED.stroke_width(6))
+                }))?
+                .label("stall")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(6)));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
+        Ok(())
     }
 }
 
