@@ -427,13 +427,6 @@ impl WorkType {
     /// Parameter checks that do not depend on the worker count. Returns the
     /// problem and its fix as plain text.
     fn validate_params(&self) -> Result<(), String> {
-        fn positive(field: &str, v: u64) -> Result<(), String> {
-            if v == 0 {
-                Err(format!("{field} must be > 0; give a positive value"))
-            } else {
-                Ok(())
-            }
-        }
         if let Some(memory_kb) = machine_memory_kb() {
             for (field, kb) in self.size_params_kb() {
                 if kb as u64 > memory_kb {
@@ -444,6 +437,12 @@ impl WorkType {
                 }
             }
         }
+        self.validate_values()
+    }
+
+    /// Each parameter within its range: counts and sizes positive, sets
+    /// large enough to contend.
+    fn validate_values(&self) -> Result<(), String> {
         match self {
             WorkType::Bursty { burst_ms, sleep_ms } => {
                 positive("burst_ms", *burst_ms)?;
@@ -461,33 +460,9 @@ impl WorkType {
                 positive("ops", *ops)
             }
             WorkType::CachePressure { size_kb, stride } => {
-                positive("size_kb", *size_kb as u64)?;
-                positive("stride", *stride as u64)?;
-                if size_kb
-                    .checked_mul(1024)
-                    .is_none_or(|bytes| *stride > bytes)
-                {
-                    return Err(format!(
-                        "stride {stride} is larger than the buffer ({size_kb} KiB); use a stride <= size_kb*1024"
-                    ));
-                }
-                Ok(())
+                validate_cache_pressure(*size_kb, *stride)
             }
-            WorkType::Sequence { phases } => {
-                if phases.is_empty() {
-                    return Err(
-                        "phases is empty; give at least one phase, e.g. spin50/sleep50".into(),
-                    );
-                }
-                for (i, p) in phases.iter().enumerate() {
-                    if p.ms() == 0 {
-                        return Err(format!(
-                            "phase {i} has a zero duration; give each phase ms > 0"
-                        ));
-                    }
-                }
-                Ok(())
-            }
+            WorkType::Sequence { phases } => validate_phases(phases),
             WorkType::PageFaultChurn {
                 region_kb, touches, ..
             } => {
@@ -513,6 +488,41 @@ impl WorkType {
             _ => Ok(()),
         }
     }
+}
+
+fn positive(field: &str, v: u64) -> Result<(), String> {
+    if v == 0 {
+        Err(format!("{field} must be > 0; give a positive value"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A positive buffer and stride, the stride no larger than the buffer.
+fn validate_cache_pressure(size_kb: usize, stride: usize) -> Result<(), String> {
+    positive("size_kb", size_kb as u64)?;
+    positive("stride", stride as u64)?;
+    if size_kb.checked_mul(1024).is_none_or(|bytes| stride > bytes) {
+        return Err(format!(
+            "stride {stride} is larger than the buffer ({size_kb} KiB); use a stride <= size_kb*1024"
+        ));
+    }
+    Ok(())
+}
+
+/// At least one phase, none of zero duration.
+fn validate_phases(phases: &[Phase]) -> Result<(), String> {
+    if phases.is_empty() {
+        return Err("phases is empty; give at least one phase, e.g. spin50/sleep50".into());
+    }
+    for (i, p) in phases.iter().enumerate() {
+        if p.ms() == 0 {
+            return Err(format!(
+                "phase {i} has a zero duration; give each phase ms > 0"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_phases(text: &str) -> anyhow::Result<Vec<Phase>> {
@@ -717,59 +727,71 @@ impl WorkloadConfig {
             g.work
                 .validate_params()
                 .map_err(|e| RunqError::bad_input(format!("{name}: {e}")))?;
-            let set = g.work.set_size();
-            if g.workers > 0 && set > 1 && g.workers % set != 0 {
-                let what = match &g.work {
-                    WorkType::PipeIo { .. }
-                    | WorkType::FutexPingPong { .. }
-                    | WorkType::CachePipe => "runs in pairs".to_string(),
-                    WorkType::FutexFanOut { fan_out, .. }
-                    | WorkType::FanOutCompute { fan_out, .. } => {
-                        format!("runs in sets of fan_out+1 = {set} (1 waker + {fan_out} wakees)")
-                    }
-                    WorkType::MutexContention { contenders, .. } => {
-                        format!("runs in sets of contenders = {contenders}")
-                    }
-                    WorkType::WakeChain { depth } => format!("runs in rings of depth = {depth}"),
-                    _ => format!("runs in sets of {set}"),
-                };
-                let lower = g.workers / set * set;
-                let upper = lower + set;
-                let hint = if lower > 0 {
-                    format!("{lower} or {upper}")
-                } else {
-                    format!("{upper}")
-                };
-                return Err(RunqError::bad_input(format!(
-                    "{name}: {} workers is impossible, this type {what}; use {hint} workers",
-                    g.workers
-                )));
-            }
+            validate_set_size(&name, g)?;
             validate_memory(&name, g)?;
             if matches!(g.work, WorkType::ForkExit) && self.clone_mode == CloneMode::Thread {
                 return Err(RunqError::bad_input(format!(
                     "{name}: fork_exit cannot run in thread mode (fork from a threaded host); use clone mode fork"
                 )));
             }
-            match &g.policy {
-                SchedPolicy::Fifo(p) | SchedPolicy::RoundRobin(p) if !(1..=99).contains(p) => {
-                    return Err(RunqError::bad_input(format!(
-                        "{name}: real-time priority {p} is out of range; use 1..=99"
-                    )));
-                }
-                _ => {}
-            }
-            if !(-20..=19).contains(&g.nice) {
-                return Err(RunqError::bad_input(format!(
-                    "{name}: nice {} is out of range; use -20..=19",
-                    g.nice
-                )));
-            }
+            validate_priority(&name, g)?;
             validate_affinity(&name, &g.affinity, &allowed)?;
             validate_mem_policy(&name, &g.mem_policy, &nodes)?;
         }
         Ok(())
     }
+}
+
+/// Types that run in pairs, sets or rings need a worker count that is a
+/// multiple of the set; the message names the nearest counts that are.
+fn validate_set_size(name: &str, g: &WorkGroup) -> anyhow::Result<()> {
+    let set = g.work.set_size();
+    if g.workers == 0 || set <= 1 || g.workers.is_multiple_of(set) {
+        return Ok(());
+    }
+    let what = match &g.work {
+        WorkType::PipeIo { .. } | WorkType::FutexPingPong { .. } | WorkType::CachePipe => {
+            "runs in pairs".to_string()
+        }
+        WorkType::FutexFanOut { fan_out, .. } | WorkType::FanOutCompute { fan_out, .. } => {
+            format!("runs in sets of fan_out+1 = {set} (1 waker + {fan_out} wakees)")
+        }
+        WorkType::MutexContention { contenders, .. } => {
+            format!("runs in sets of contenders = {contenders}")
+        }
+        WorkType::WakeChain { depth } => format!("runs in rings of depth = {depth}"),
+        _ => format!("runs in sets of {set}"),
+    };
+    let lower = g.workers / set * set;
+    let upper = lower + set;
+    let hint = if lower > 0 {
+        format!("{lower} or {upper}")
+    } else {
+        format!("{upper}")
+    };
+    Err(RunqError::bad_input(format!(
+        "{name}: {} workers is impossible, this type {what}; use {hint} workers",
+        g.workers
+    )))
+}
+
+/// The real-time priority and the nice value within the kernel's ranges.
+fn validate_priority(name: &str, g: &WorkGroup) -> anyhow::Result<()> {
+    match &g.policy {
+        SchedPolicy::Fifo(p) | SchedPolicy::RoundRobin(p) if !(1..=99).contains(p) => {
+            return Err(RunqError::bad_input(format!(
+                "{name}: real-time priority {p} is out of range; use 1..=99"
+            )));
+        }
+        _ => {}
+    }
+    if !(-20..=19).contains(&g.nice) {
+        return Err(RunqError::bad_input(format!(
+            "{name}: nice {} is out of range; use -20..=19",
+            g.nice
+        )));
+    }
+    Ok(())
 }
 
 /// Every worker of `g` allocates its size parameters: together they must
