@@ -419,17 +419,7 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
         return Ok(image);
     }
 
-    let mut hasher = Sha256::new();
-    hasher.update(BASE_FORMAT.as_bytes());
-    hash_part(&mut hasher, "init", &runq_data);
-    hash_part(&mut hasher, "busybox", &busybox_data);
-    let mut library_data = Vec::with_capacity(all_libraries.len());
-    for (guest, host) in &all_libraries {
-        let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
-        hash_part(&mut hasher, guest, &data);
-        library_data.push((guest.clone(), host.clone(), data));
-    }
-    let sha256 = hex(&hasher.finalize());
+    let (sha256, library_data) = hash_inputs(&runq_data, &busybox_data, &all_libraries)?;
 
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the cache directory {}", dir.display()))?;
@@ -447,6 +437,52 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
         });
     }
 
+    let bytes = build_base_archive((runq, runq_data), (busybox, busybox_data), library_data)?;
+    // Write under a unique name and rename, so concurrent runs never see a
+    // half-written image.
+    let mut temp = crate::scratch::file_in(&dir, TEMP_PREFIX)?;
+    temp.write_all(&bytes)?;
+    temp.persist(&path)
+        .map_err(|e| anyhow::anyhow!("saving {}: {}", path.display(), e.error))?;
+    trim_cache(&dir, &path);
+    Ok(BaseImage {
+        path,
+        sha256,
+        built: true,
+    })
+}
+
+/// A shared library for the guest: (guest path, host path, contents).
+type Library = (String, PathBuf, Vec<u8>);
+
+/// The content hash naming the base image (format, init, busybox and every
+/// library under its guest path), and the libraries read on the way.
+fn hash_inputs(
+    runq_data: &[u8],
+    busybox_data: &[u8],
+    libraries: &[(String, PathBuf)],
+) -> anyhow::Result<(String, Vec<Library>)> {
+    let mut hasher = Sha256::new();
+    hasher.update(BASE_FORMAT.as_bytes());
+    hash_part(&mut hasher, "init", runq_data);
+    hash_part(&mut hasher, "busybox", busybox_data);
+    let mut library_data = Vec::with_capacity(libraries.len());
+    for (guest, host) in libraries {
+        let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+        hash_part(&mut hasher, guest, &data);
+        library_data.push((guest.clone(), host.clone(), data));
+    }
+    Ok((hex(&hasher.finalize()), library_data))
+}
+
+/// The gzipped base archive: folders, console and null devices, runq as
+/// `/init` (without debug info when it can be stripped), busybox with its
+/// applets, and the libraries both need.
+fn build_base_archive(
+    (runq, runq_data): (&Path, Vec<u8>),
+    (busybox, busybox_data): (&Path, Vec<u8>),
+    libraries: Vec<Library>,
+) -> anyhow::Result<Vec<u8>> {
     let mut archive = Archive::new();
     for dir in BASE_DIRS {
         archive.dir(dir);
@@ -463,25 +499,12 @@ pub fn base_image(runq: &Path, busybox: &Path) -> anyhow::Result<BaseImage> {
     for applet in busybox_applets(busybox)? {
         archive.symlink(&format!("/bin/{applet}"), "/bin/busybox");
     }
-    for (guest, host, data) in library_data {
+    for (guest, host, data) in libraries {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&host)?.permissions().mode() & 0o7777;
         archive.file(&guest, mode, data);
     }
-    let bytes = archive.to_gzip(1)?;
-
-    // Write under a unique name and rename, so concurrent runs never see a
-    // half-written image.
-    let mut temp = crate::scratch::file_in(&dir, TEMP_PREFIX)?;
-    temp.write_all(&bytes)?;
-    temp.persist(&path)
-        .map_err(|e| anyhow::anyhow!("saving {}: {}", path.display(), e.error))?;
-    trim_cache(&dir, &path);
-    Ok(BaseImage {
-        path,
-        sha256,
-        built: true,
-    })
+    archive.to_gzip(1)
 }
 
 /// `exe` without its DWARF sections (`objcopy --strip-debug`), which
