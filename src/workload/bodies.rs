@@ -117,26 +117,17 @@ pub(crate) struct BodyEnv {
 /// them itself (Custom), None when the telemetry's count stands.
 pub(crate) fn run_body(ctx: &WorkerContext, env: &mut BodyEnv) -> Option<u64> {
     match ctx.work.clone() {
-        WorkType::CpuSpin => {
-            while !ctx.should_stop() {
-                spin(SPIN_CHUNK);
-                ctx.tick(1);
-            }
-        }
-        WorkType::YieldHeavy => {
-            while !ctx.should_stop() {
-                spin(200);
-                yield_now();
-                ctx.tick(1);
-            }
-        }
+        WorkType::CpuSpin => tick_until_stop(ctx, || {
+            spin(SPIN_CHUNK);
+        }),
+        WorkType::YieldHeavy => tick_until_stop(ctx, || {
+            spin(200);
+            yield_now();
+        }),
         WorkType::Mixed => mixed(ctx),
         WorkType::IoSync => {
             let mut io = IoFile::new();
-            while !ctx.should_stop() {
-                io.sync_write();
-                ctx.tick(1);
-            }
+            tick_until_stop(ctx, || io.sync_write());
         }
         WorkType::Bursty { burst_ms, sleep_ms } => {
             while !ctx.should_stop() {
@@ -169,18 +160,14 @@ pub(crate) fn run_body(ctx: &WorkerContext, env: &mut BodyEnv) -> Option<u64> {
         }
         WorkType::CachePressure { size_kb, stride } => {
             let mut buf = CacheBuf::new(size_kb, stride);
-            while !ctx.should_stop() {
-                buf.walk();
-                ctx.tick(1);
-            }
+            tick_until_stop(ctx, || buf.walk());
         }
         WorkType::CacheYield => {
             let mut buf = CacheBuf::new(256, 64);
-            while !ctx.should_stop() {
+            tick_until_stop(ctx, || {
                 buf.walk();
                 yield_now();
-                ctx.tick(1);
-            }
+            });
         }
         WorkType::Sequence { phases } => sequence(ctx, &phases),
         WorkType::ForkExit => fork_exit(ctx),
@@ -200,6 +187,14 @@ pub(crate) fn run_body(ctx: &WorkerContext, env: &mut BodyEnv) -> Option<u64> {
         WorkType::Custom(custom) => return Some((custom.body)(ctx)),
     }
     None
+}
+
+/// The loop of the simple bodies: one unit of work, one tick, until stopped.
+fn tick_until_stop(ctx: &WorkerContext, mut unit: impl FnMut()) {
+    while !ctx.should_stop() {
+        unit();
+        ctx.tick(1);
+    }
 }
 
 fn yield_now() {
