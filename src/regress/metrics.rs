@@ -79,15 +79,27 @@ fn mean(values: &[f64]) -> Option<f64> {
 /// Every metric of a run, run-wide ones first, then per cgroup in report
 /// order, then scheduler counters and host context.
 pub fn metrics_of(report: &RunReport) -> Vec<MetricValue> {
-    use Direction::*;
     let input = CheckInput {
         cgroups: report.cgroups.clone(),
         num_cpus: report.topology.num_cpus,
         duration_ms: report.duration_ms,
     };
     let shares = worker_shares(&input);
-    let ratio = |s: &crate::check::WorkerShare| s.cpu_ns / s.fair_ns;
     let mut out = Sink(Vec::new());
+    run_metrics(&mut out, report, &shares);
+    for ci in 0..report.cgroups.len() {
+        cgroup_metrics(&mut out, report, ci, &shares);
+    }
+    scheduler_metrics(&mut out, report);
+    host_metrics(&mut out, report);
+    out.0
+}
+
+/// Throughput, CPU use, shares, gaps, wake latencies and migrations over
+/// every worker of the run.
+fn run_metrics(out: &mut Sink, report: &RunReport, shares: &[crate::check::WorkerShare]) {
+    use Direction::*;
+    let ratio = |s: &crate::check::WorkerShare| s.cpu_ns / s.fair_ns;
     let seconds = report.duration_ms / 1e3;
     let reported = || {
         report
@@ -143,10 +155,11 @@ pub fn metrics_of(report: &RunReport) -> Vec<MetricValue> {
         LowerIsBetter,
         (seconds > 0.0).then(|| report.stats.migrations as f64 / seconds),
     );
-    for ci in 0..report.cgroups.len() {
-        cgroup_metrics(&mut out, report, ci, &shares);
-    }
-    scheduler_metrics(&mut out, report);
+}
+
+/// What else ran on the host: context, never judged.
+fn host_metrics(out: &mut Sink, report: &RunReport) {
+    use Direction::*;
     if let Some(n) = &report.noise {
         out.put(
             "host/foreign_share".into(),
@@ -161,7 +174,6 @@ pub fn metrics_of(report: &RunReport) -> Vec<MetricValue> {
             (n.held_ms > 0.0).then(|| n.workers_run_delay_ms / (n.held_ms / 1e3)),
         );
     }
-    out.0
 }
 
 fn cgroup_metrics(
