@@ -71,69 +71,67 @@ impl Thresholds {
     /// Rejects values no run could meet or that make a check meaningless,
     /// naming the field (`thresholds.<field>`) and the fix.
     pub fn validate(&self) -> anyhow::Result<()> {
-        fn bad(field: &str, value: impl std::fmt::Display, fix: &str) -> anyhow::Error {
-            RunqError::bad_input(format!("thresholds.{field}: {value} is invalid; {fix}"))
-        }
-        if !(self.min_cpu_share.is_finite() && (0.0..=1.0).contains(&self.min_cpu_share)) {
-            return Err(bad(
+        // (field, value (None: no bound set), what a valid finite value is, fix)
+        type Rule = (&'static str, Option<f64>, fn(f64) -> bool, &'static str);
+        let rules: [Rule; 7] = [
+            (
                 "min_cpu_share",
-                self.min_cpu_share,
+                Some(self.min_cpu_share),
+                |v| (0.0..=1.0).contains(&v),
                 "use a fraction of the fair share between 0.0 and 1.0, e.g. 0.2",
-            ));
-        }
-        if !(self.max_spread.is_finite() && self.max_spread >= 1.0) {
-            return Err(bad(
+            ),
+            (
                 "max_spread",
-                self.max_spread,
+                Some(self.max_spread),
+                |v| v >= 1.0,
                 "use a max/min ratio of at least 1.0, e.g. 3.0",
-            ));
-        }
-        if !(self.max_gap_ms.is_finite() && self.max_gap_ms > 0.0) {
-            return Err(bad(
+            ),
+            (
                 "max_gap_ms",
-                self.max_gap_ms,
+                Some(self.max_gap_ms),
+                |v| v > 0.0,
                 "use a positive number of milliseconds, e.g. 250",
-            ));
-        }
-        if let Some(v) = self.max_wake_p99_us {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(bad(
-                    "max_wake_p99_us",
-                    v,
-                    "use a positive number of microseconds, or leave it out for no bound",
-                ));
+            ),
+            (
+                "max_wake_p99_us",
+                self.max_wake_p99_us,
+                |v| v > 0.0,
+                "use a positive number of microseconds, or leave it out for no bound",
+            ),
+            (
+                "max_migration_ratio",
+                self.max_migration_ratio,
+                |v| v >= 0.0,
+                "use migrations per work unit >= 0, or leave it out for no bound",
+            ),
+            (
+                "max_migrations_per_sec",
+                self.max_migrations_per_sec,
+                |v| v >= 0.0,
+                "use migrations per second >= 0, or leave it out for no bound",
+            ),
+            (
+                "max_share_error",
+                self.max_share_error,
+                |v| v > 0.0,
+                "use a positive fraction of the fair share, e.g. 0.25, or leave it out",
+            ),
+        ];
+        for (field, value, valid, fix) in rules {
+            if let Some(v) = value {
+                if !(v.is_finite() && valid(v)) {
+                    return Err(bad_threshold(field, v, fix));
+                }
             }
         }
-        if let Some(v) = self.max_migration_ratio {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(bad(
-                    "max_migration_ratio",
-                    v,
-                    "use migrations per work unit >= 0, or leave it out for no bound",
-                ));
-            }
-        }
-        if let Some(v) = self.max_migrations_per_sec {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(bad(
-                    "max_migrations_per_sec",
-                    v,
-                    "use migrations per second >= 0, or leave it out for no bound",
-                ));
-            }
-        }
-        if let Some(v) = self.max_share_error {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(bad(
-                    "max_share_error",
-                    v,
-                    "use a positive fraction of the fair share, e.g. 0.25, or leave it out",
-                ));
-            }
-        }
+        self.validate_names()
+    }
+
+    /// The names in `max_scx_events` and `disabled` exist.
+    fn validate_names(&self) -> anyhow::Result<()> {
         for name in self.max_scx_events.keys() {
             if !name.starts_with("SCX_EV_") {
-                return Err(bad(
+                return Err(bad_threshold(
                     "max_scx_events",
                     format!("{name:?}"),
                     "name a counter of /sys/kernel/sched_ext/root/events, e.g. \
@@ -145,7 +143,7 @@ impl Thresholds {
         for name in &self.disabled {
             if !known().any(|n| n == name) {
                 let names: Vec<&str> = known().copied().collect();
-                return Err(bad(
+                return Err(bad_threshold(
                     "disabled",
                     format!("{name:?}"),
                     &format!("valid check names: {}", names.join(", ")),
@@ -158,4 +156,8 @@ impl Thresholds {
     pub(super) fn is_disabled(&self, check: &str) -> bool {
         self.disabled.iter().any(|d| d == check)
     }
+}
+
+fn bad_threshold(field: &str, value: impl std::fmt::Display, fix: &str) -> anyhow::Error {
+    RunqError::bad_input(format!("thresholds.{field}: {value} is invalid; {fix}"))
 }
