@@ -640,9 +640,30 @@ impl<'c> Tracer<'c> {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let command = read_cmdline(pid);
+        // The root's first exec is the traced program starting, not an exec
+        // of the process tree.
         let initial = pid == self.root && !self.root_exec_seen;
         self.root_exec_seen |= pid == self.root;
+        self.record_exec(pid, tgid, former, initial, &exe);
+        let space = self.fresh_space(pid, tgid);
+
+        if !initial && !self.config.follow_exec && !self.detaching {
+            return self.detach_unfollowed(pid, tgid, &exe);
+        }
+        if self.coverage.is_some() && !self.killing {
+            // Breakpoints already inserted stay consistent on failure: the
+            // program runs on with partial coverage of this executable.
+            if let Err(err) = self.instrument(pid, space, Path::new(&exe)) {
+                tracing::warn!("coverage of {exe} in pid {pid} is incomplete: {err:#}");
+            }
+        }
+        self.resume(pid, 0)
+    }
+
+    /// Notes the exec in the process record and, unless it is the initial
+    /// one, as an event of the timeline.
+    fn record_exec(&mut self, pid: Pid, tgid: Pid, former: Pid, initial: bool, exe: &str) {
+        let command = read_cmdline(pid);
         let live_threads = self
             .tasks
             .values()
@@ -653,11 +674,11 @@ impl<'c> Tracer<'c> {
         if let Some(process) = self.process_mut(tgid) {
             process.threads_live = live_threads;
             if initial {
-                process.exe = exe.clone();
+                process.exe = exe.to_string();
             } else {
                 process.execs.push(ExecRecord {
                     time: now,
-                    exe: exe.clone(),
+                    exe: exe.to_string(),
                     command: command.clone(),
                 });
                 process.execd = true;
@@ -667,13 +688,17 @@ impl<'c> Tracer<'c> {
             self.event(
                 tgid,
                 EventKind::Exec {
-                    exe: exe.clone(),
+                    exe: exe.to_string(),
                     command,
                     from_tid: (former != pid).then_some(former.as_raw()),
                 },
             );
         }
-        // A fresh address space with no breakpoints.
+    }
+
+    /// Gives `pid` a fresh address space with no breakpoints (an exec
+    /// replaced its memory) and drops spaces no task uses any more.
+    fn fresh_space(&mut self, pid: Pid, tgid: Pid) -> SpaceId {
         let space = self.next_space;
         self.next_space += 1;
         self.spaces.insert(space, AddressSpace::default());
@@ -683,36 +708,30 @@ impl<'c> Tracer<'c> {
             self.tasks.insert(pid, Task::new(tgid, Some(space)));
         }
         self.collect_spaces();
+        space
+    }
 
-        if !initial && !self.config.follow_exec && !self.detaching {
-            let reason = format!("exec'd {exe} (not following exec)");
-            self.event(
-                tgid,
-                EventKind::Detach {
-                    reason: reason.clone(),
-                },
-            );
-            if let Some(process) = self.process_mut(tgid) {
-                process.detached = Some(reason);
-            }
-            self.live.remove(&tgid);
-            self.tasks.remove(&pid);
-            self.collect_spaces();
-            // The process keeps running untraced; its other threads are
-            // dying and still report to us.
-            return match sys::detach(pid, 0) {
-                Ok(()) | Err(Errno::ESRCH) => Ok(()),
-                Err(e) => Err(e).context("PTRACE_DETACH"),
-            };
+    /// Lets a process that exec'd go untraced (exec is not followed).
+    fn detach_unfollowed(&mut self, pid: Pid, tgid: Pid, exe: &str) -> Result<()> {
+        let reason = format!("exec'd {exe} (not following exec)");
+        self.event(
+            tgid,
+            EventKind::Detach {
+                reason: reason.clone(),
+            },
+        );
+        if let Some(process) = self.process_mut(tgid) {
+            process.detached = Some(reason);
         }
-        if self.coverage.is_some() && !self.killing {
-            // Breakpoints already inserted stay consistent on failure: the
-            // program runs on with partial coverage of this executable.
-            if let Err(err) = self.instrument(pid, space, Path::new(&exe)) {
-                tracing::warn!("coverage of {exe} in pid {pid} is incomplete: {err:#}");
-            }
+        self.live.remove(&tgid);
+        self.tasks.remove(&pid);
+        self.collect_spaces();
+        // The process keeps running untraced; its other threads are
+        // dying and still report to us.
+        match sys::detach(pid, 0) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(e).context("PTRACE_DETACH"),
         }
-        self.resume(pid, 0)
     }
 
     /// Puts breakpoints on every line address of `exe` in the fresh address
