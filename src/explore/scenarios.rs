@@ -267,48 +267,63 @@ impl Hooks<'_> {
                 continue;
             }
             self.enter(cgroup, &mut ops);
-            let cpus = cpu_choices[(rng.next_u64() % 4) as usize].clone();
-            let workers = 1 + (rng.next_u64() % 3) as usize;
-            let work = pick(rng, &works);
-            let set = match &cpus {
-                Some(c) => Op::SetCpuset {
-                    cgroup: cgroup.to_string(),
-                    cpuset: CpusetSpec::Exact(c.clone()),
-                },
-                None => Op::ClearCpuset {
-                    cgroup: cgroup.to_string(),
-                },
-            };
-            let spawn = Op::Spawn {
-                cgroup: cgroup.to_string(),
-                works: vec![WorkSpec::new(work.clone(), workers)],
-            };
-            let set_first = rng.next_u64().is_multiple_of(2);
-            if set_first {
-                ops.extend([set, spawn]);
-            } else {
-                ops.extend([spawn, set]);
-            }
-            text.push(format!(
-                "{cgroup}: {workers}x {} on {}{}",
-                work_label(&work),
-                cpus.as_deref()
-                    .map(format_cpu_list)
-                    .unwrap_or_else(|| "all CPUs".to_string()),
-                if set_first { "" } else { " (spawned first)" }
-            ));
-            self.planned.push(Planned {
-                cgroup,
-                cpus,
-                workers,
-                confined_from_start: set_first,
-            });
+            text.push(self.plan_confined_spawn(cgroup, &cpu_choices, &works, rng, &mut ops));
         }
         self.plan.push(format!(
             "step {index} (after {drawn} draws): hold {hold_ms} ms; {}",
             text.join("; ")
         ));
         Step::new(ops, HoldSpec::Fixed(Duration::from_millis(hold_ms)))
+    }
+
+    /// Draws, for a live `cgroup`, its CPUs, workers and work type, and plans
+    /// setting its cpuset and spawning into it, in a drawn order. Returns
+    /// the plan's line for the cgroup.
+    fn plan_confined_spawn(
+        &mut self,
+        cgroup: &'static str,
+        cpu_choices: &[Option<Vec<usize>>; 4],
+        works: &[WorkType],
+        rng: &mut dyn RngCore,
+        ops: &mut Vec<Op>,
+    ) -> String {
+        let cpus = cpu_choices[(rng.next_u64() % 4) as usize].clone();
+        let workers = 1 + (rng.next_u64() % 3) as usize;
+        let work = pick(rng, works);
+        let set = match &cpus {
+            Some(c) => Op::SetCpuset {
+                cgroup: cgroup.to_string(),
+                cpuset: CpusetSpec::Exact(c.clone()),
+            },
+            None => Op::ClearCpuset {
+                cgroup: cgroup.to_string(),
+            },
+        };
+        let spawn = Op::Spawn {
+            cgroup: cgroup.to_string(),
+            works: vec![WorkSpec::new(work.clone(), workers)],
+        };
+        let set_first = rng.next_u64().is_multiple_of(2);
+        if set_first {
+            ops.extend([set, spawn]);
+        } else {
+            ops.extend([spawn, set]);
+        }
+        let line = format!(
+            "{cgroup}: {workers}x {} on {}{}",
+            work_label(&work),
+            cpus.as_deref()
+                .map(format_cpu_list)
+                .unwrap_or_else(|| "all CPUs".to_string()),
+            if set_first { "" } else { " (spawned first)" }
+        );
+        self.planned.push(Planned {
+            cgroup,
+            cpus,
+            workers,
+            confined_from_start: set_first,
+        });
+        line
     }
 
     fn plan_policies(&mut self, index: usize, rng: &mut dyn RngCore) -> Step {
