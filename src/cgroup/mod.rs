@@ -19,6 +19,13 @@
 //! A later run removes roots whose pid is dead ([`CgroupManager::cleanup_stale`],
 //! called by [`CgroupManager::detect`]). Tasks still inside a cgroup being
 //! removed are first moved to the run root's parent.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `mod.rs` | [`CgroupManager`] (run root, stale-root cleanup), the [`CgroupBackend`] trait, weight constants |
+//! | `detect.rs` | which hierarchies exist, where they are mounted and where runq sits in them (`/proc/self/mountinfo`, `/proc/self/cgroup`) |
+//! | `v1.rs` | the v1 backend: per-controller hierarchies, cpuset inheritance, `cpu.shares`, `cpu.rt_runtime_us` |
+//! | `v2.rs` | the v2 backend: the unified hierarchy, threaded subtrees, `cpu.weight` |
 
 pub mod detect;
 pub mod v1;

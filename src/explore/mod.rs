@@ -17,6 +17,20 @@
 //! Rules: exploration forks, so it refuses to run when the process has more
 //! than one thread; programs must be deterministic given their draws and
 //! must not leave live threads or children at a split point.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `driver.rs` | [`explore`] over root seeds, [`replay`], [`ExploreReport`] |
+//! | `split.rs` | the split loop: fork child timelines at a discovery, wait, merge |
+//! | `adaptive.rs` | adaptive energy: per-mark budgets, batches, barren marks |
+//! | `fork.rs` | the fork every timeline goes through (single-threaded check, death signal) |
+//! | `assert.rs` | the timeline context and [`sometimes`], [`always`] and the numeric assertions |
+//! | `recipe.rs` | [`Recipe`]: the path from a root seed to one timeline, and its text form |
+//! | `rng.rs` | the counting RNG and FNV-1a seed mixing |
+//! | `shm.rs` | anonymous shared memory that survives `fork` |
+//! | `state.rs` | the layout of that memory: counters, recorded recipes, assertions, bitmaps |
+//! | `scenarios.rs` | randomized scenarios on real cgroups and workers, checked at step boundaries |
+//! | `maze.rs` | the built-in maze: a bug behind a chain of rare choices |
 
 mod adaptive;
 mod assert;

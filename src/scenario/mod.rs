@@ -5,6 +5,16 @@
 //! (bad input exits 2 before anything is spawned), runs it
 //! ([`executor`]), judges what it produced ([`crate::check::evaluate`]) and
 //! returns the [`RunReport`].
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `mod.rs` | [`run_scenario`], the report of an execution, loading a scenario by name or file |
+//! | `dsl.rs` | [`Scenario`], [`CgroupDef`], [`WorkSpec`], [`Step`], [`Op`], [`HoldSpec`], [`CpusetSpec`] and their builders |
+//! | `toml.rs` | the scenario file format (exactly the dsl types) |
+//! | `catalog.rs` | the canned scenarios, by family |
+//! | `validate.rs` | every problem of a scenario against a topology, with field paths |
+//! | `resolve.rs` | cpuset specs and affinity intents resolved against a topology |
+//! | `executor.rs` | the run's phases: start (scheduler, cgroups, workers, payloads), steps (boundaries, ops, holds), collect |
 
 pub mod catalog;
 pub mod dsl;

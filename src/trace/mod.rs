@@ -9,6 +9,17 @@
 //! breakpoint, so a line costs one stop per address space at most.
 //!
 //! x86-64 only (int3 and the register layout).
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `tracer.rs` | the ptrace event loop and the state machine of traced tasks |
+//! | `sys.rs` | the few system calls nix does not wrap, the traced command's launch; every `unsafe` of the tracer |
+//! | `contain.rs` | keeping the traced tree killable as a whole, detached members included |
+//! | `breakpoints.rs` | int3 breakpoints per address space |
+//! | `lines.rs` | DWARF line tables and functions of an executable |
+//! | `coverage.rs` | line and function coverage, lcov |
+//! | `model.rs` | what a trace records: processes and the event timeline |
+//! | `render.rs` | the process tree as text, the JSON report |
 
 pub mod breakpoints;
 pub mod contain;

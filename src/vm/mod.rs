@@ -1,16 +1,16 @@
 //! VM mode: boot a real kernel under qemu (KVM, or TCG when KVM is not
 //! usable) with a requested topology and run a runq command line inside.
 //!
-//! * [`kernel`]: which kernel to boot (`--kernel` / `$RUNQ_KERNEL`: a path, a
-//!   cached release or `sched_ext`; else /boot) and its config.
-//! * [`initramfs`]: the cpio image with runq as `/init`, its libraries and
-//!   busybox, cached by content hash.
-//! * [`qemu`]: accelerator, qemu arguments (topology, NUMA memory), the run
-//!   itself with timeout, console capture and report channel.
-//! * [`guest`]: what runq does as the guest's init.
-//! * [`guest_cases`]: several test cases in one boot, the guest reset between them.
-//! * [`channel`]: the framing on the report serial port.
-//! * [`console`]: the guest kernel's panic/oops report and kept consoles.
+//! | file | owns |
+//! | --- | --- |
+//! | `mod.rs` | the VM options' parsers: durations (at most a week) and memory sizes |
+//! | [`kernel`] | which kernel to boot (`--kernel` / `$RUNQ_KERNEL`: a path, a cached release or `sched_ext`; else /boot) and its config |
+//! | [`initramfs`] | the cpio image with runq as `/init`, its libraries and busybox, cached by content hash |
+//! | [`qemu`] | accelerator, qemu arguments (topology, NUMA memory), the run itself with timeout, console capture and report channel |
+//! | [`guest`] | what runq does as the guest's init |
+//! | [`guest_cases`] | several test cases in one boot, the guest reset between them |
+//! | [`channel`] | the framing on the report serial port |
+//! | [`console`] | the guest kernel's panic/oops report and kept consoles |
 
 pub mod channel;
 pub mod console;
