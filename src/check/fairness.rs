@@ -70,6 +70,10 @@ pub(super) enum FairShare {
         share: f64,
         /// CPU time the contenders (it included) got, in ns.
         pool_ns: f64,
+        /// Its fair CPU time: its share of the pool, at most its wall time
+        /// (one worker cannot use more than one CPU). Zero when its
+        /// contenders got no CPU.
+        fair_ns: f64,
         contenders: usize,
     },
     Exempt(&'static str),
@@ -130,12 +134,15 @@ pub(super) fn fair_share(input: &CheckInput, entries: &[Entry], e: &Entry) -> Fa
     }
     let total_cg: f64 = cgroups.values().map(|v| v.0).sum();
     let own = cgroups[cgroup_identity(&input.cgroups[e.cgroup].name)];
+    let share = own.0 / total_cg * e.weight() / own.1;
+    let pool_ns: f64 = present
+        .iter()
+        .map(|(o, _, f)| o.report.cpu_time_ns as f64 * f)
+        .sum();
     FairShare::Fair {
-        share: own.0 / total_cg * e.weight() / own.1,
-        pool_ns: present
-            .iter()
-            .map(|(o, _, f)| o.report.cpu_time_ns as f64 * f)
-            .sum(),
+        share,
+        pool_ns,
+        fair_ns: (share * pool_ns).min(e.wall_ns(&input.cgroups[e.cgroup])),
         contenders: present.len(),
     }
 }
@@ -158,8 +165,7 @@ pub fn worker_shares(input: &CheckInput) -> Vec<WorkerShare> {
     let entries = super::workers::entries(input);
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| e.reported) {
-        if let FairShare::Fair { share, pool_ns, .. } = fair_share(input, &entries, e) {
-            let fair_ns = (share * pool_ns).min(e.wall_ns(&input.cgroups[e.cgroup]));
+        if let FairShare::Fair { fair_ns, .. } = fair_share(input, &entries, e) {
             if fair_ns > 0.0 {
                 out.push(WorkerShare {
                     cgroup: e.cgroup,
@@ -182,16 +188,15 @@ pub fn cgroup_identity(name: &str) -> &str {
 /// The CPU a worker got as a fraction of its fair share, with the line
 /// that explains the figure; or why its share is not checked.
 fn share_ratio(input: &CheckInput, entries: &[Entry], e: &Entry) -> Result<(f64, String), String> {
-    let (share, pool_ns, contenders) = match fair_share(input, entries, e) {
+    let (share, pool_ns, fair_ns, contenders) = match fair_share(input, entries, e) {
         FairShare::Exempt(why) => return Err(format!("{}: {why}", e.label)),
         FairShare::Fair {
             share,
             pool_ns,
+            fair_ns,
             contenders,
-        } => (share, pool_ns, contenders),
+        } => (share, pool_ns, fair_ns, contenders),
     };
-    // One worker cannot use more than one CPU for its wall time.
-    let fair_ns = (share * pool_ns).min(e.wall_ns(&input.cgroups[e.cgroup]));
     if fair_ns <= 0.0 {
         return Err(format!(
             "{}: its contenders got no CPU at all, share not checked",

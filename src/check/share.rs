@@ -23,10 +23,15 @@ pub(super) fn check(input: &CheckInput, entries: &[Entry], t: &Thresholds) -> Ch
     let mut lines = Vec::new();
     let mut worst: Option<f64> = None;
     for e in entries.iter().filter(|e| e.reported) {
-        let FairShare::Fair { share, pool_ns, .. } = fair_share(input, entries, e) else {
+        let FairShare::Fair {
+            share,
+            pool_ns,
+            fair_ns,
+            ..
+        } = fair_share(input, entries, e)
+        else {
             continue;
         };
-        let fair_ns = (share * pool_ns).min(e.wall_ns(&input.cgroups[e.cgroup]));
         if fair_ns <= 0.0 {
             continue;
         }
