@@ -6,6 +6,7 @@
 //! inputs.
 
 use anyhow::anyhow;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -32,6 +33,43 @@ fn render(draw: impl FnOnce(&Area<'_>) -> Drawn) -> anyhow::Result<String> {
             .map_err(|e| anyhow!("drawing a chart: {e}"))?;
     }
     Ok(buf)
+}
+
+/// The label of the category drawn at `at` (categories sit at 0, 1, 2, ...);
+/// nothing between them.
+fn label_at(labels: &[String], at: f64) -> String {
+    let i = at.round();
+    if (at - i).abs() < 1e-6 && i >= 0.0 {
+        labels.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// The legend box every chart kind draws, top right.
+fn draw_legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, CT>) -> Drawn {
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    Ok(())
+}
+
+/// One line a series, each in its own colour and in the legend; the x axis
+/// may be linear or logarithmic.
+fn draw_lines<'a, X: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    series: &[Series],
+) -> Drawn {
+    for (i, s) in series.iter().enumerate() {
+        let c = colour(i);
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
+            .label(s.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+    }
+    Ok(())
 }
 
 /// One line of a line chart.
@@ -118,18 +156,8 @@ impl LineChart {
             .x_desc(self.x_desc.as_str())
             .y_desc(self.y_desc.as_str())
             .draw()?;
-        for (i, s) in self.series.iter().enumerate() {
-            let c = colour(i);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-        }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()?;
+        draw_lines(&mut chart, &self.series)?;
+        draw_legend(&mut chart)?;
         Ok(())
     }
 
@@ -147,13 +175,7 @@ impl LineChart {
             .x_desc(self.x_desc.as_str())
             .y_desc(self.y_desc.as_str())
             .draw()?;
-        for (i, s) in self.series.iter().enumerate() {
-            let c = colour(i);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-        }
+        draw_lines(&mut chart, &self.series)?;
         if let Some((y, label)) = &self.reference {
             chart
                 .draw_series(LineSeries::new(
@@ -171,11 +193,7 @@ impl LineChart {
                 .label("stall")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(6)));
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()?;
+        draw_legend(&mut chart)?;
         Ok(())
     }
 }
@@ -221,14 +239,7 @@ impl BarChart {
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(n.min(30))
-                .x_label_formatter(&|x| {
-                    let i = x.round();
-                    if (x - i).abs() < 1e-6 && i >= 0.0 {
-                        labels.get(i as usize).cloned().unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                })
+                .x_label_formatter(&|x| label_at(&labels, *x))
                 .y_desc(self.y_desc.as_str())
                 .draw()?;
             for (si, (name, values)) in self.series.iter().enumerate() {
@@ -254,11 +265,7 @@ impl BarChart {
                         PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3))
                     });
             }
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw()?;
+            draw_legend(&mut chart)?;
             Ok(())
         })
         .map(Some)
@@ -298,14 +305,7 @@ impl StripChart {
             chart
                 .configure_mesh()
                 .y_labels(n.min(30))
-                .y_label_formatter(&|y| {
-                    let i = y.round();
-                    if (y - i).abs() < 1e-6 && i >= 0.0 {
-                        rows.get(i as usize).cloned().unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                })
+                .y_label_formatter(&|y| label_at(&rows, *y))
                 .x_desc(self.x_desc.as_str())
                 .draw()?;
             for (side, offset, c) in [(0, -0.15, colour(0)), (1, 0.15, colour(1))] {
@@ -323,11 +323,7 @@ impl StripChart {
                     .label(if side == 0 { "A" } else { "B" })
                     .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
             }
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw()?;
+            draw_legend(&mut chart)?;
             Ok(())
         })
         .map(Some)
