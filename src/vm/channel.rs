@@ -122,38 +122,42 @@ impl Decoder {
             return Ok(None);
         }
         let payload = self.buffer[start..start + length].to_vec();
-        let (kind, arg) = (kind.to_string(), arg.to_string());
         self.buffer.drain(..start + length);
-        let number = |what: &str| -> anyhow::Result<i64> {
-            arg.parse()
-                .map_err(|_| anyhow::anyhow!("frame {kind}: bad {what} {arg:?}"))
-        };
-        Ok(Some(match kind.as_str() {
-            "ready" => Frame::Ready {
-                uptime_ms: number("uptime")?.max(0) as u64,
-            },
-            "out" => Frame::Stdout(payload),
-            "err" => Frame::Stderr(payload),
-            "file" => Frame::File {
-                index: number("index")?.max(0) as usize,
-                data: payload,
-            },
-            "note" => Frame::Note(String::from_utf8_lossy(&payload).into_owned()),
-            "exit" => Frame::Exit {
-                code: number("exit code")? as i32,
-            },
-            "case" => Frame::CaseStart {
-                index: number("case index")?.max(0) as usize,
-            },
-            "done" => Frame::CaseEnd {
-                index: number("case index")?.max(0) as usize,
-                code: String::from_utf8_lossy(&payload)
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("frame done: bad exit code"))?,
-            },
-            other => bail!("unknown frame kind {other:?}"),
-        }))
+        frame_of(kind, arg, payload).map(Some)
     }
+}
+
+/// The frame a complete header's kind and argument and its payload make.
+fn frame_of(kind: &str, arg: &str, payload: Vec<u8>) -> anyhow::Result<Frame> {
+    let number = |what: &str| -> anyhow::Result<i64> {
+        arg.parse()
+            .map_err(|_| anyhow::anyhow!("frame {kind}: bad {what} {arg:?}"))
+    };
+    Ok(match kind {
+        "ready" => Frame::Ready {
+            uptime_ms: number("uptime")?.max(0) as u64,
+        },
+        "out" => Frame::Stdout(payload),
+        "err" => Frame::Stderr(payload),
+        "file" => Frame::File {
+            index: number("index")?.max(0) as usize,
+            data: payload,
+        },
+        "note" => Frame::Note(String::from_utf8_lossy(&payload).into_owned()),
+        "exit" => Frame::Exit {
+            code: number("exit code")? as i32,
+        },
+        "case" => Frame::CaseStart {
+            index: number("case index")?.max(0) as usize,
+        },
+        "done" => Frame::CaseEnd {
+            index: number("case index")?.max(0) as usize,
+            code: String::from_utf8_lossy(&payload)
+                .parse()
+                .map_err(|_| anyhow::anyhow!("frame done: bad exit code"))?,
+        },
+        other => bail!("unknown frame kind {other:?}"),
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
