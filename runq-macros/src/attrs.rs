@@ -221,18 +221,7 @@ impl TestAttrs {
                     attrs.topologies = resolve_topologies(&key, &item.value)?;
                     topology_key = Some(item.key.clone());
                 }
-                "scheduler" => {
-                    let lit = expect_str(&key, &item.value)?;
-                    let name = lit.value();
-                    if name.is_empty() || name.contains(char::is_whitespace) {
-                        return Err(error(
-                            lit.span(),
-                            "`scheduler` names one program (a PATH name or a path), e.g. \"scx_bpfland\"; \
-                             put its arguments in `profiles`",
-                        ));
-                    }
-                    attrs.scheduler = Some(name);
-                }
+                "scheduler" => attrs.scheduler = Some(scheduler_name(&item.value)?),
                 "profiles" => {
                     attrs.profiles = resolve_profiles(&item.value)?;
                     profiles_key = Some(item.key.clone());
@@ -264,22 +253,7 @@ impl TestAttrs {
                 _ => unreachable!("keys are checked while parsing"),
             }
         }
-        if let Some(key) = &profiles_key {
-            if attrs.scheduler.is_none() {
-                return Err(error(
-                    key.span(),
-                    "`profiles` are argument sets of the scheduler: add `scheduler = \"...\"`",
-                ));
-            }
-        }
-        if let (true, Some(key)) = (attrs.host, &vm_only_key) {
-            return Err(error(
-                key.span(),
-                format!(
-                    "`{key}` describes the VM; a `host = true` test runs on the host's kernel and memory"
-                ),
-            ));
-        }
+        attrs.check_combinations(profiles_key.as_ref(), vm_only_key.as_ref())?;
         if attrs.topologies.is_empty() {
             attrs.topologies.push(DEFAULT_TOPOLOGY.to_string());
         }
@@ -288,6 +262,46 @@ impl TestAttrs {
         }
         Ok(attrs)
     }
+
+    /// Keys that need another key, or that a `host = true` test cannot
+    /// honour; errors point at the first such key.
+    fn check_combinations(
+        &self,
+        profiles_key: Option<&Ident>,
+        vm_only_key: Option<&Ident>,
+    ) -> syn::Result<()> {
+        if let Some(key) = profiles_key {
+            if self.scheduler.is_none() {
+                return Err(error(
+                    key.span(),
+                    "`profiles` are argument sets of the scheduler: add `scheduler = \"...\"`",
+                ));
+            }
+        }
+        if let (true, Some(key)) = (self.host, vm_only_key) {
+            return Err(error(
+                key.span(),
+                format!(
+                    "`{key}` describes the VM; a `host = true` test runs on the host's kernel and memory"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `scheduler = "..."`: one program name or path, without arguments.
+fn scheduler_name(value: &RawValue) -> syn::Result<String> {
+    let lit = expect_str("scheduler", value)?;
+    let name = lit.value();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(error(
+            lit.span(),
+            "`scheduler` names one program (a PATH name or a path), e.g. \"scx_bpfland\"; \
+             put its arguments in `profiles`",
+        ));
+    }
+    Ok(name)
 }
 
 fn non_empty(key: &str, value: &RawValue) -> syn::Result<String> {
