@@ -3,9 +3,9 @@
 //! Data flows one way: scenario -> (scheduler, cgroup, workload) -> reports
 //! -> check -> report -> (regress, html). `explore` wraps the scenario
 //! executor from outside; `trace` and `vm` wrap whole processes; `test`
-//! runs scenarios as `cargo test` cases. `docs/ARCHITECTURE.md` in the repository maps
-//! the modules and their files and states the process model (single-threaded
-//! before fork, death signals, cgroup roots, exit codes).
+//! runs scenarios as `cargo test` cases. `docs/ARCHITECTURE.md` in the
+//! repository maps the modules and their files and states the process model
+//! (single-threaded before fork, death signals, cgroup roots, exit codes).
 
 pub mod cache;
 pub mod cgroup;
