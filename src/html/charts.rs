@@ -142,14 +142,27 @@ impl LineChart {
         .map(Some)
     }
 
-    /// The series over a logarithmic x axis (no reference line or marks).
-    fn draw_log_x(&self, root: &Area<'_>, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Drawn {
-        let (x0, x1) = (x0.max(1e-3), x1.max(x0.max(1e-3) * 10.0));
-        let mut chart = ChartBuilder::on(root)
+    /// The chart's frame: its title and label areas (`y_label_area` pixels
+    /// for the y axis's numbers).
+    fn builder<'a, 'b>(
+        &self,
+        root: &'a Area<'b>,
+        y_label_area: u32,
+    ) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+        let mut builder = ChartBuilder::on(root);
+        builder
             .caption(&self.title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(60)
+            .y_label_area_size(y_label_area);
+        builder
+    }
+
+    /// The series over a logarithmic x axis (no reference line or marks).
+    fn draw_log_x(&self, root: &Area<'_>, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Drawn {
+        let (x0, x1) = (x0.max(1e-3), x1.max(x0.max(1e-3) * 10.0));
+        let mut chart = self
+            .builder(root, 60)
             .build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
         chart
             .configure_mesh()
@@ -164,12 +177,7 @@ impl LineChart {
     /// The series over a linear x axis, with the reference line and marks.
     fn draw_linear(&self, root: &Area<'_>, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Drawn {
         let (x0, x1) = padded(x0, x1);
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, y0..y1)?;
+        let mut chart = self.builder(root, 70).build_cartesian_2d(x0..x1, y0..y1)?;
         chart
             .configure_mesh()
             .x_desc(self.x_desc.as_str())
