@@ -6,6 +6,7 @@
 //! inputs.
 
 use anyhow::anyhow;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -158,18 +159,29 @@ impl LineChart {
         builder
     }
 
+    /// The axes with their descriptions, then one line a series.
+    fn draw_axes_and_lines<'a, X>(
+        &self,
+        chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    ) -> Drawn
+    where
+        X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        chart
+            .configure_mesh()
+            .x_desc(self.x_desc.as_str())
+            .y_desc(self.y_desc.as_str())
+            .draw()?;
+        draw_lines(chart, &self.series)
+    }
+
     /// The series over a logarithmic x axis (no reference line or marks).
     fn draw_log_x(&self, root: &Area<'_>, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Drawn {
         let (x0, x1) = (x0.max(1e-3), x1.max(x0.max(1e-3) * 10.0));
         let mut chart = self
             .builder(root, 60)
             .build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(self.x_desc.as_str())
-            .y_desc(self.y_desc.as_str())
-            .draw()?;
-        draw_lines(&mut chart, &self.series)?;
+        self.draw_axes_and_lines(&mut chart)?;
         draw_legend(&mut chart)?;
         Ok(())
     }
@@ -178,12 +190,7 @@ impl LineChart {
     fn draw_linear(&self, root: &Area<'_>, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Drawn {
         let (x0, x1) = padded(x0, x1);
         let mut chart = self.builder(root, 70).build_cartesian_2d(x0..x1, y0..y1)?;
-        chart
-            .configure_mesh()
-            .x_desc(self.x_desc.as_str())
-            .y_desc(self.y_desc.as_str())
-            .draw()?;
-        draw_lines(&mut chart, &self.series)?;
+        self.draw_axes_and_lines(&mut chart)?;
         if let Some((y, label)) = &self.reference {
             chart
                 .draw_series(LineSeries::new(
