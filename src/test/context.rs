@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::case::Case;
 use crate::report::RunReport;
 use crate::scenario::{RunOptions, Scenario};
+use crate::scheduler::SchedulerSpec;
 use crate::topology::{TopoSpec, Topology};
 
 pub struct Context {
@@ -63,10 +64,17 @@ impl Context {
         self.case.duration
     }
 
-    /// The options [`Context::run`] uses: the case's duration and scheduler.
+    /// The options [`Context::run`] uses: the case's duration and its
+    /// scheduler with the profile's arguments (started before the run's
+    /// cgroups and workers, stopped after them; see [`crate::scheduler`]).
     pub fn options(&self) -> RunOptions {
         RunOptions {
             duration: self.case.duration,
+            scheduler: self
+                .case
+                .def
+                .scheduler
+                .map(|binary| SchedulerSpec::new(binary).args(self.case.args.iter().cloned())),
             ..RunOptions::default()
         }
     }

@@ -80,6 +80,20 @@ fn render_result(out: &mut String, result: &CaseResult) {
         let _ = writeln!(out, "  {message}");
     }
     for (index, report) in result.reports.iter().enumerate() {
+        if let Some(ejection) = report.scheduler.as_ref().and_then(|s| s.ejection.as_ref()) {
+            let _ = writeln!(
+                out,
+                "run {}: the scheduler was ejected {:.0} ms into the run (step {}, {} after attaching): {}",
+                index + 1,
+                ejection.at_ms,
+                ejection.step,
+                format_args!("{:.0} ms", ejection.after_attach_ms),
+                if ejection.reason.is_empty() { "no reason logged" } else { &ejection.reason }
+            );
+            for line in &ejection.details {
+                let _ = writeln!(out, "       {line}");
+            }
+        }
         let failed: Vec<_> = report.checks.checks.iter().filter(|c| !c.passed).collect();
         if failed.is_empty() {
             continue;

@@ -85,36 +85,9 @@ pub fn topology_shortfall(wanted: &TopoSpec, host: &Topology) -> Option<String> 
     }
 }
 
-/// Finds a scheduler binary: a path, else runq's scheduler cache
-/// (`schedulers/bin/`), else `PATH`.
+/// Finds a scheduler binary as the run will ([`crate::scheduler::find_binary`]).
 pub fn find_scheduler(name: &str) -> anyhow::Result<PathBuf> {
-    let named = Path::new(name);
-    if named.components().count() > 1 {
-        return if named.is_file() {
-            Ok(named.to_path_buf())
-        } else {
-            Err(crate::error::RunqError::environment(format!(
-                "scheduler {name}: no such file"
-            )))
-        };
-    }
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Ok(schedulers) = crate::cache::schedulers_dir() {
-        dirs.push(schedulers.join("bin"));
-    }
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    dirs.iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            crate::error::RunqError::environment(format!(
-                "scheduler {name} not found in runq's scheduler cache or on PATH; install it with \
-                 `cargo install --locked --root ~/.cache/runq/schedulers scx_{}` (or put it on PATH)",
-                name.trim_start_matches("scx_")
-            ))
-        })
+    crate::scheduler::find_binary(name)
 }
 
 /// Runs the case's body on the host in a child process and collects its

@@ -89,6 +89,10 @@ fn config_for(cases: &[&Case], console: &Path) -> anyhow::Result<VmConfig> {
     config.timeout = cases.iter().map(|c| c.timeout).sum();
     config.console = Some(console.to_path_buf());
     config.runq_exe = Some(std::env::current_exe()?);
+    if let Some(scheduler) = first.def.scheduler {
+        // In the guest at /usr/local/bin/<name>, on init's PATH.
+        config.executables = vec![super::host::find_scheduler(scheduler)?];
+    }
     Ok(config)
 }
 
