@@ -1,0 +1,243 @@
+//! The example crate (examples/scx-tests: scx_bpfland over the `small`
+//! gauntlet with two profiles) driven as its users drive it:
+//!
+//! * nextest's `--partition count:1/2` and `count:2/2` list every case
+//!   exactly once between them, and a real run of two cases through the two
+//!   partitions runs each once (one of them the expected failure);
+//! * `cargo test` runs the gauntlet with shared boots under a budget that
+//!   covers every topology and every profile.
+//!
+//! They need cargo-nextest, qemu, a cached sched_ext kernel and
+//! scx_bpfland in runq's scheduler cache; without them they say so and
+//! skip, under `CI=true` they fail (CI provides them).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Says loudly why a test cannot run here; under CI that is a failure.
+fn missing(what: &str) {
+    assert!(!ci(), "CI=true but {what}");
+    eprintln!("SKIPPED: {what}");
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .current_dir(workspace())
+        .args(args)
+        .env_remove("RUNQ_BUDGET")
+        .env_remove("RUNQ_SHARED_BOOT");
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn have_nextest() -> bool {
+    cargo(&["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether this machine has what the example's VM cases need; prints why
+/// not otherwise.
+fn can_boot_the_example() -> bool {
+    let output = cargo(&[
+        "test",
+        "--release",
+        "-p",
+        "scx-tests",
+        "--",
+        "--list",
+        "--ignored",
+    ])
+    .env_remove("CI")
+    .output()
+    .expect("running cargo");
+    assert!(output.status.success(), "{}", text(&output));
+    let ignored = String::from_utf8_lossy(&output.stdout).lines().count();
+    if ignored == 0 {
+        return true;
+    }
+    missing(&format!(
+        "the example's cases cannot boot here (scheduler, kernel or qemu missing):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    ));
+    false
+}
+
+/// `cargo nextest list` names (`binary test`) for a partition.
+fn nextest_list(partition: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "nextest",
+        "list",
+        "--release",
+        "-p",
+        "scx-tests",
+        "--run-ignored",
+        "all",
+        "--message-format",
+        "oneline",
+    ];
+    if let Some(partition) = partition {
+        args.extend(["--partition", partition]);
+    }
+    let output = cargo(&args).output().expect("running cargo nextest");
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn nextest_partitions_list_every_case_exactly_once() {
+    if !have_nextest() {
+        return missing("cargo-nextest is not installed (cargo install --locked cargo-nextest)");
+    }
+    let all = nextest_list(None);
+    // 7 tests x 4 topologies x 2 profiles.
+    assert_eq!(all.len(), 56, "{all:#?}");
+    let first = nextest_list(Some("count:1/2"));
+    let second = nextest_list(Some("count:2/2"));
+    let first_set: BTreeSet<&String> = first.iter().collect();
+    let second_set: BTreeSet<&String> = second.iter().collect();
+    assert!(
+        first_set.is_disjoint(&second_set),
+        "{first:#?}\n{second:#?}"
+    );
+    let union: BTreeSet<&String> = first_set.union(&second_set).copied().collect();
+    let all_set: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(union, all_set);
+    assert_eq!(first.len() + second.len(), all.len());
+    // -E selects a topology by name.
+    let output = cargo(&[
+        "nextest",
+        "list",
+        "--release",
+        "-p",
+        "scx-tests",
+        "--run-ignored",
+        "all",
+        "--message-format",
+        "oneline",
+        "-E",
+        "test(/::2n1l2c1t::/)",
+    ])
+    .output()
+    .unwrap();
+    let numa: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(numa.len(), 14, "{numa:#?}");
+    assert!(numa.iter().all(|n| n.contains("::2n1l2c1t::")));
+}
+
+#[test]
+fn two_partitions_run_each_selected_case_once_including_the_expected_failure() {
+    if !have_nextest() {
+        return missing("cargo-nextest is not installed (cargo install --locked cargo-nextest)");
+    }
+    if !can_boot_the_example() {
+        return;
+    }
+    let cases = [
+        "cpu_hogs_share_evenly::1n1l2c1t::default",
+        "forced_ejection::1n1l2c1t::lowlat",
+    ];
+    let filter = cases
+        .iter()
+        .map(|c| format!("test(={c})"))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let mut ran: Vec<String> = Vec::new();
+    for partition in ["count:1/2", "count:2/2"] {
+        let output = cargo(&[
+            "nextest",
+            "run",
+            "--release",
+            "-p",
+            "scx-tests",
+            "--partition",
+            partition,
+            "-E",
+            &filter,
+            "--no-fail-fast",
+        ])
+        .output()
+        .expect("running cargo nextest");
+        let all = text(&output);
+        assert!(output.status.success(), "{partition}:\n{all}");
+        for line in all.lines().filter(|l| l.trim_start().starts_with("PASS")) {
+            if let Some(case) = cases.iter().find(|c| line.contains(*c)) {
+                ran.push(case.to_string());
+            }
+        }
+    }
+    ran.sort();
+    assert_eq!(
+        ran,
+        cases.to_vec(),
+        "each case runs in exactly one partition"
+    );
+}
+
+#[test]
+fn gauntlet_under_cargo_test_with_shared_boots_and_a_budget() {
+    if !can_boot_the_example() {
+        return;
+    }
+    let output = cargo(&[
+        "test",
+        "--release",
+        "-p",
+        "scx-tests",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("RUNQ_SHARED_BOOT", "1")
+    .env("RUNQ_BUDGET", BUDGET)
+    .output()
+    .expect("running cargo test");
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    let passed: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("test "))
+        .filter_map(|l| l.strip_suffix(" ... ok"))
+        .map(str::trim)
+        .collect();
+    let topologies: BTreeSet<&str> = passed.iter().filter_map(|n| n.split("::").nth(1)).collect();
+    let profiles: BTreeSet<&str> = passed.iter().filter_map(|n| n.split("::").nth(2)).collect();
+    assert_eq!(topologies.len(), 4, "every topology ran:\n{all}");
+    assert_eq!(profiles.len(), 2, "every profile ran:\n{all}");
+    assert!(
+        all.contains("RUNQ_BUDGET="),
+        "the budget's selection is printed:\n{all}"
+    );
+    assert!(all.contains("shared boot(s)"), "{all}");
+    assert!(
+        all.contains("ignored (RUNQ_BUDGET="),
+        "skipped cases are ignored:\n{all}"
+    );
+}
+
+/// Enough for one boot per (topology, profile) with a few cases each under
+/// TCG; with KVM it covers more cases.
+const BUDGET: &str = "5m";
