@@ -58,7 +58,7 @@ pub fn render(case: &Case, run: &CaseRun) -> String {
             );
         }
     }
-    let output = tail(&run.output, OUTPUT_TAIL_LINES);
+    let output = tail(&without_libtest_framing(&run.output), OUTPUT_TAIL_LINES);
     if !output.trim().is_empty() {
         let _ = writeln!(out, "--- output of the case (last lines) ---\n{output}");
     }
@@ -144,7 +144,35 @@ pub fn rerun_command(case: &Case) -> String {
     )
 }
 
+/// The case process is a libtest run of one trial, whose own `running 1
+/// test` / `test result: ok` lines would read as a verdict: the verdict is
+/// the host's, above, so they are left out.
+fn without_libtest_framing(output: &str) -> String {
+    output
+        .lines()
+        .filter(|line| {
+            let line = line.trim();
+            !(line.is_empty()
+                || line == "."
+                || line.starts_with("running 1 test")
+                || line.starts_with("test result: "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_framing_is_left_out_of_the_case_output() {
+        let output = "\nrunning 1 test\nbody says hi\n.\ntest result: ok. 1 passed; 0 failed\n\n";
+        assert_eq!(without_libtest_framing(output), "body says hi");
+    }
 }
