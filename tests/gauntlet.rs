@@ -84,8 +84,9 @@ fn can_boot_the_example() -> bool {
     false
 }
 
-/// `cargo nextest list` names (`binary test`) for a partition.
-fn nextest_list(partition: Option<&str>) -> Vec<String> {
+/// `cargo nextest list` names (`binary test`), with more arguments (a
+/// partition, a filter expression).
+fn nextest_list(more: &[&str]) -> Vec<String> {
     let mut args = vec![
         "nextest",
         "list",
@@ -97,9 +98,7 @@ fn nextest_list(partition: Option<&str>) -> Vec<String> {
         "--message-format",
         "oneline",
     ];
-    if let Some(partition) = partition {
-        args.extend(["--partition", partition]);
-    }
+    args.extend(more);
     let output = cargo(&args).output().expect("running cargo nextest");
     assert!(output.status.success(), "{}", text(&output));
     String::from_utf8_lossy(&output.stdout)
@@ -114,11 +113,11 @@ fn nextest_partitions_list_every_case_exactly_once() {
     if !have_nextest() {
         return missing("cargo-nextest is not installed (cargo install --locked cargo-nextest)");
     }
-    let all = nextest_list(None);
+    let all = nextest_list(&[]);
     // 7 tests x 4 topologies x 2 profiles.
     assert_eq!(all.len(), 56, "{all:#?}");
-    let first = nextest_list(Some("count:1/2"));
-    let second = nextest_list(Some("count:2/2"));
+    let first = nextest_list(&["--partition", "count:1/2"]);
+    let second = nextest_list(&["--partition", "count:2/2"]);
     let first_set: BTreeSet<&String> = first.iter().collect();
     let second_set: BTreeSet<&String> = second.iter().collect();
     assert!(
@@ -130,25 +129,7 @@ fn nextest_partitions_list_every_case_exactly_once() {
     assert_eq!(union, all_set);
     assert_eq!(first.len() + second.len(), all.len());
     // -E selects a topology by name.
-    let output = cargo(&[
-        "nextest",
-        "list",
-        "--release",
-        "-p",
-        "scx-tests",
-        "--run-ignored",
-        "all",
-        "--message-format",
-        "oneline",
-        "-E",
-        "test(/::2n1l2c1t::/)",
-    ])
-    .output()
-    .unwrap();
-    let numa: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let numa = nextest_list(&["-E", "test(/::2n1l2c1t::/)"]);
     assert_eq!(numa.len(), 14, "{numa:#?}");
     assert!(numa.iter().all(|n| n.contains("::2n1l2c1t::")));
 }

@@ -328,6 +328,22 @@ run_case sysrq run steady --duration 4s --scheduler scx_bpfland &
 wait_workers; echo S > /proc/sysrq-trigger; wait
 run_case false run steady --duration 2s --scheduler /bin/false
 echo "@@left false"; ls -d /sys/fs/cgroup/runq-* 2>/dev/null | wc -l; pidof false; echo "@@end"
+cat > /tmp/never.toml <<'TOML'
+name = "never_attaches"
+duration = "2s"
+[scheduler]
+binary = "/bin/sleep"
+args = ["600"]
+attach_timeout = "3s"
+stop_timeout = "1s"
+[[cgroups]]
+name = "cg0"
+[[cgroups.works]]
+work = "cpu_spin"
+workers = 2
+TOML
+run_case never run /tmp/never.toml
+echo "@@left never"; ls -d /sys/fs/cgroup/runq-* 2>/dev/null | wc -l; pidof sleep; echo "@@end"
 scx_bpfland > /tmp/other.log 2>&1 & other=$!
 wait_state enabled
 run_case busy run steady --duration 2s --scheduler scx_rustland
@@ -362,6 +378,21 @@ kill -INT $other; wait $other; wait_state disabled
     assert!(report.cgroups.is_empty(), "no worker was started");
     assert!(check(&report, "workers_completed").skipped);
     assert_eq!(guest.marker("left", "false").unwrap().trim(), "0");
+
+    // A scheduler that runs but never attaches: the check fails naming the
+    // timeout once it passed, the process is stopped, no worker started.
+    let report = guest.report("never");
+    assert_eq!(guest.rc("never"), 1, "{}", guest.text("never"));
+    let attached = check(&report, "scheduler_attached");
+    assert!(
+        !attached.passed
+            && attached
+                .summary
+                .contains("did not report it attached within 3s"),
+        "{attached:#?}"
+    );
+    assert!(report.cgroups.is_empty(), "no worker was started");
+    assert_eq!(guest.marker("left", "never").unwrap().trim(), "0");
 
     // Another scheduler attached: environment error naming it.
     assert_eq!(guest.rc("busy"), 3, "{}", guest.text("busy"));
