@@ -14,7 +14,7 @@
 //! | `catalog.rs` | the canned scenarios, by family |
 //! | `validate.rs` | every problem of a scenario against a topology, with field paths |
 //! | `resolve.rs` | cpuset specs and affinity intents resolved against a topology |
-//! | `executor.rs` | the run's phases: start (scheduler, cgroups, workers, payloads), steps (boundaries, ops, holds), collect |
+//! | `executor/` | the run's phases: start (scheduler, cgroups, workers, payloads), steps (boundaries, ops, holds), collect; its `mod.rs` has a table of its files |
 
 pub mod catalog;
 pub mod dsl;
