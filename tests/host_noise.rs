@@ -11,40 +11,16 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use runq::error::{EXIT_CHECK_FAILED, EXIT_ENVIRONMENT};
 use runq::host::{BUSY_FOREIGN_SHARE, BUSY_PEAK_SHARE};
 use runq::report::RunReport;
 use runq::scenario::{
-    run_scenario_with, Boundary, CgroupDef, ExecutorHooks, HoldSpec, RunOptions, Scenario, Step,
-    WorkSpec,
+    run_scenario_with, CgroupDef, HoldSpec, RunOptions, Scenario, Step, WorkSpec,
 };
 use runq::workload::WorkType;
 
-/// SIGSTOPs worker 0 at boundary 1 and resumes it at boundary 2.
-struct StopWorker {
-    pid: Option<i32>,
-}
-
-impl ExecutorHooks for StopWorker {
-    fn at_boundary(&mut self, b: &mut Boundary<'_>) -> anyhow::Result<()> {
-        match b.index {
-            1 => {
-                let pid = b.live[0].worker_pids[0];
-                kill(Pid::from_raw(pid), Signal::SIGSTOP)?;
-                self.pid = Some(pid);
-            }
-            2 => {
-                if let Some(pid) = self.pid.take() {
-                    kill(Pid::from_raw(pid), Signal::SIGCONT)?;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
+mod common;
+use common::StopWorker;
 
 /// Two spinners; worker 0 is stopped for the 600 ms middle step.
 fn stop_scenario() -> Scenario {
@@ -69,7 +45,7 @@ fn stop_scenario() -> Scenario {
 }
 
 fn run_stopped(seed: u64) -> RunReport {
-    let mut hooks = StopWorker { pid: None };
+    let mut hooks = StopWorker::default();
     let mut rng = rand::rngs::mock::StepRng::new(seed, 1);
     let opts = RunOptions {
         seed: Some(seed),

@@ -10,20 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const RUNQ: &str = env!("CARGO_BIN_EXE_runq");
+mod common;
+use common::{output_text as text, runq};
+
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn runq(args: &[&str]) -> Output {
-    Command::new(RUNQ).args(args).output().expect("run runq")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn chromium_available() -> bool {
     if Path::new(CHROMIUM).exists() {

@@ -5,7 +5,6 @@
 //! truncated and mismatched-schema files exit 2 naming the problem.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use runq::check::{evaluate, CgroupRun, CheckInput, RunFacts, Thresholds, WorkerSetup};
 use runq::regress::RepeatReport;
@@ -13,7 +12,8 @@ use runq::report::RunReport;
 use runq::topology::Topology;
 use runq::workload::{ExitShape, WorkerReport};
 
-const RUNQ: &str = env!("CARGO_BIN_EXE_runq");
+mod common;
+use common::{output_text as text, runq};
 
 /// Relative jitter of each run, fixed so the tests are deterministic.
 const JITTER_A: [f64; 8] = [-1.0, 0.5, -0.3, 0.9, 0.1, -0.7, 0.6, -0.2];
@@ -69,18 +69,6 @@ fn repeat_file(dir: &Path, name: &str, rate: f64, jitter: &[f64]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, RepeatReport::from_runs(runs).to_json()).unwrap();
     path
-}
-
-fn runq(args: &[&str]) -> Output {
-    Command::new(RUNQ).args(args).output().expect("run runq")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs compare with --json and returns (exit code, verdict per metric).

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::runq_roots_of;
+use common::{runq_roots_of, StopWorker};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use runq::report::RunReport;
@@ -90,34 +90,10 @@ fn a_healthy_run_passes_and_cleans_up() {
     assert!(runq_roots_of(std::process::id()).is_empty());
 }
 
-/// SIGSTOPs worker 0 at boundary 1 and resumes it at boundary 2.
-struct StopWorker {
-    pid: Option<i32>,
-}
-
-impl ExecutorHooks for StopWorker {
-    fn at_boundary(&mut self, b: &mut Boundary<'_>) -> anyhow::Result<()> {
-        match b.index {
-            1 => {
-                let pid = b.live[0].worker_pids[0];
-                kill(Pid::from_raw(pid), Signal::SIGSTOP)?;
-                self.pid = Some(pid);
-            }
-            2 => {
-                if let Some(pid) = self.pid {
-                    kill(Pid::from_raw(pid), Signal::SIGCONT)?;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
 #[test]
 fn a_stopped_worker_fails_the_gap_check() {
     let s = spin_scenario("stopped", 2, None, &[200, 600, 150]);
-    let mut hooks = StopWorker { pid: None };
+    let mut hooks = StopWorker::default();
     let mut rng = rand::rngs::mock::StepRng::new(1, 1);
     let report = run_scenario_with(&s, &opts(2), 2, &mut rng, &mut hooks).expect("run");
     let stopped = hooks.pid.unwrap();

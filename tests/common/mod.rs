@@ -5,10 +5,17 @@
 //! | --- | --- |
 //! | [`runq_roots`], [`runq_roots_of`] | finding `runq-<pid>` cgroup roots left behind, at every level of every mounted hierarchy |
 //! | [`skip`] | reporting a test that cannot run here loudly (and failing it under `CI=true`) |
+//! | [`runq`], [`output_text`] | running the runq binary and showing what it printed |
+//! | [`StopWorker`] | step hooks that SIGSTOP worker 0 for the middle step |
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use runq::scenario::{Boundary, ExecutorHooks};
 
 /// Every `runq-<pid>` (or `runq-<pid>-<n>`) cgroup directory, at any depth
 /// of every mounted cgroup or cgroup2 hierarchy, whose owner `keep` accepts.
@@ -79,4 +86,48 @@ pub fn skip(test: &str, why: &str) {
         panic!("{test} cannot run: {why} (CI=true, where every test must run)");
     }
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Runs the runq binary built with these tests and waits for it.
+pub fn runq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runq"))
+        .args(args)
+        .output()
+        .expect("run runq")
+}
+
+/// Both streams of a finished command, labelled, for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Step hooks that SIGSTOP worker 0 at boundary 1 and SIGCONT it at
+/// boundary 2: a worker the scheduler cannot run, for the stall checks.
+#[derive(Default)]
+pub struct StopWorker {
+    /// The worker it stopped (kept after the resume, for the assertions).
+    pub pid: Option<i32>,
+}
+
+impl ExecutorHooks for StopWorker {
+    fn at_boundary(&mut self, b: &mut Boundary<'_>) -> anyhow::Result<()> {
+        match b.index {
+            1 => {
+                let pid = b.live[0].worker_pids[0];
+                kill(Pid::from_raw(pid), Signal::SIGSTOP)?;
+                self.pid = Some(pid);
+            }
+            2 => {
+                if let Some(pid) = self.pid {
+                    kill(Pid::from_raw(pid), Signal::SIGCONT)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
