@@ -6,7 +6,7 @@
 //! | `mod.rs` | the VM options' parsers: durations (at most a week) and memory sizes |
 //! | [`kernel`] | which kernel to boot (`--kernel` / `$RUNQ_KERNEL`: a path, a cached release or `sched_ext`; else /boot) and its config |
 //! | [`initramfs`] | the cpio image with runq as `/init`, its libraries and busybox, cached by content hash |
-//! | [`qemu`] | accelerator, qemu arguments (topology, NUMA memory), the run itself with timeout, console capture and report channel |
+//! | [`qemu`] | accelerator, qemu arguments (topology, NUMA memory), the run itself with timeout, console capture and report channel (a folder; its `mod.rs` has a table of its files) |
 //! | [`guest`] | what runq does as the guest's init |
 //! | [`guest_cases`] | several test cases in one boot, the guest reset between them |
 //! | [`channel`] | the framing on the report serial port |
