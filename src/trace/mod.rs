@@ -12,7 +12,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `tracer.rs` | the ptrace event loop and the state machine of traced tasks |
+//! | `tracer/` | the ptrace event loop and the state machine of traced tasks (its `mod.rs` has a table of its files) |
 //! | `sys.rs` | the few system calls nix does not wrap, the traced command's launch; every `unsafe` of the tracer |
 //! | `contain.rs` | keeping the traced tree killable as a whole, detached members included |
 //! | `breakpoints.rs` | int3 breakpoints per address space |
