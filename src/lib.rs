@@ -33,26 +33,27 @@ pub mod workload;
 /// `#[runq::test(...)]`: see the [`test`](mod@test) module.
 pub use runq_macros::test;
 
-/// What a test or a tool that runs scenarios needs, in one import:
-/// `use runq::prelude::*;`.
-///
-/// In:
-/// - building a scenario: [`Scenario`], [`CgroupDef`], [`WorkSpec`],
-///   [`Step`], [`Op`], [`HoldSpec`], [`CpusetSpec`], and the workload
-///   vocabulary they take ([`WorkType`], [`SchedPolicy`], [`AffinityIntent`],
-///   [`MemPolicy`]), plus [`Duration`] for holds and run lengths;
-/// - running it: [`run_scenario`], [`RunOptions`], [`Topology`], and
-///   [`SchedulerSpec`] for a sched_ext scheduler under test;
-/// - judging it: [`Thresholds`], [`RunReport`], [`AssertResult`],
-///   [`CheckOutcome`];
-/// - failing well: [`RunqError`], [`exit_code_for`].
-///
-/// Left out, to keep a glob import from shadowing a caller's own names:
-/// the executor's hooks and boundaries (exploration drives them, see
-/// [`crate::explore`]), the check inputs and [`crate::check::evaluate`]
-/// (a run builds them), cgroup backends, payload specs (written in TOML
-/// first), tracing, VMs and snapshots. Import those from their modules.
 pub mod prelude {
+    //! What a test or a tool that runs scenarios needs, in one import:
+    //! `use runq::prelude::*;`.
+    //!
+    //! In:
+    //! - building a scenario: [`Scenario`], [`CgroupDef`], [`WorkSpec`],
+    //!   [`Step`], [`Op`], [`HoldSpec`], [`CpusetSpec`], and the workload
+    //!   vocabulary they take ([`WorkType`], [`SchedPolicy`], [`AffinityIntent`],
+    //!   [`MemPolicy`]), plus [`Duration`] for holds and run lengths;
+    //! - running it: [`run_scenario`], [`RunOptions`], [`Topology`], and
+    //!   [`SchedulerSpec`] for a sched_ext scheduler under test;
+    //! - judging it: [`Thresholds`], [`RunReport`], [`AssertResult`],
+    //!   [`CheckOutcome`];
+    //! - failing well: [`RunqError`], [`exit_code_for`].
+    //!
+    //! Left out, to keep a glob import from shadowing a caller's own names:
+    //! the executor's hooks and boundaries (exploration drives them, see
+    //! [`crate::explore`]), the check inputs and [`crate::check::evaluate`]
+    //! (a run builds them), cgroup backends, payload specs (written in TOML
+    //! first), tracing, VMs and snapshots. Import those from their modules.
+
     pub use std::time::Duration;
 
     pub use crate::check::{AssertResult, CheckOutcome, Thresholds};

@@ -179,7 +179,7 @@ pub fn worker_shares(input: &CheckInput) -> Vec<WorkerShare> {
     out
 }
 
-/// The cgroup a [`CgroupRun`] belongs to: its name up to an `@`, so
+/// The cgroup a [`CgroupRun`](super::CgroupRun) belongs to: its name up to an `@`, so
 /// batches spawned into one cgroup later (`cg0@step2`) share its weight.
 pub fn cgroup_identity(name: &str) -> &str {
     name.split('@').next().unwrap_or(name)

@@ -2,7 +2,7 @@
 //! run held.
 //!
 //! During every hold the executor ticks a [`NoiseSampler`] (at most every
-//! [`NOISE_INTERVAL`]). Each tick reads the per-CPU busy time of the run's
+//! `NOISE_INTERVAL`). Each tick reads the per-CPU busy time of the run's
 //! CPUs from `/proc/stat` (user, nice, system, irq, softirq and steal:
 //! steal is time a hypervisor gave this CPU to someone else) and the CPU
 //! time and run delay of every worker and of runq itself from
@@ -132,7 +132,7 @@ impl HostNoise {
     /// to `to_ms` (ms since the run's start), and how much of the span
     /// samples covered (only holds are sampled): `(waited_ms, covered_ms)`.
     /// The kernel adds a wait to `run_delay` when the task next runs, so
-    /// waits credited up to [`WAIT_CREDIT_SLACK_MS`] after the stall count.
+    /// waits credited up to `WAIT_CREDIT_SLACK_MS` after the stall count.
     pub fn waited_ms(&self, tid: i32, from_ms: f64, to_ms: f64) -> (f64, f64) {
         let mut waited = 0.0;
         let mut covered = 0.0;
@@ -292,7 +292,7 @@ impl NoiseSampler {
         (run_ns as f64 / 1e6, delay_ns as f64 / 1e6, waits)
     }
 
-    /// Takes a sample if [`NOISE_INTERVAL`] passed since the last one (or
+    /// Takes a sample if `NOISE_INTERVAL` passed since the last one (or
     /// `force`). Does nothing outside a hold.
     pub fn tick(&mut self, tids: &[i32], force: bool) {
         let Some(last) = &self.last else {

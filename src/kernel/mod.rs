@@ -4,9 +4,9 @@
 //! | file | what it owns |
 //! | --- | --- |
 //! | [`apt`] | the private apt configuration for one suite (sources, lists, cache) |
-//! | [`fetch`] | `runq kernel fetch`: resolve, download, unpack, extract, install |
+//! | [`fetch`](mod@fetch) | `runq kernel fetch`: resolve, download, unpack, extract, install |
 //! | [`store`] | cache entries `kernels/<release>/`, their metadata JSON and SHA-256 checks |
-//! | [`list`] | `runq kernel list`: cached and /boot kernels with capabilities |
+//! | [`list`](mod@list) | `runq kernel list`: cached and /boot kernels with capabilities |
 //! | [`image`] | bzImage/ELF detection, the ELF kernel inside a bzImage, PVH note, release string |
 //!
 //! Which kernel a VM boots (`--kernel`, `$RUNQ_KERNEL`) is decided in

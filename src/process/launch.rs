@@ -153,7 +153,7 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Runs `program` (a path; no PATH search) with argv[0] = `program`.
+    /// Runs `program` (a path; no PATH search) with `argv[0]` = `program`.
     pub fn new(program: impl Into<PathBuf>) -> Launch {
         let program = program.into();
         Launch::with_body(program.clone(), Body::Exec(program))
@@ -185,7 +185,7 @@ impl Launch {
         }
     }
 
-    /// argv[0] as the program sees it (default: the program path).
+    /// `argv[0]` as the program sees it (default: the program path).
     pub fn argv0(mut self, argv0: impl Into<OsString>) -> Launch {
         self.argv0 = argv0.into();
         self

@@ -297,7 +297,7 @@ impl SchedulerRun {
     }
 
     /// Reads `/proc/TID/sched` of a batch's workers while the scheduler is
-    /// attached (at most every [`OBSERVE_EVERY`] per batch unless `now`).
+    /// attached (at most every `OBSERVE_EVERY` per batch unless `now`).
     /// `expected`: the worker should be on sched_ext (switch-all mode, or
     /// policy SCHED_EXT).
     pub fn observe_workers(&mut self, batch: &str, tids: &[(i32, bool)], now: bool) {

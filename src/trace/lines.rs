@@ -20,7 +20,7 @@ pub struct ImageLines {
     pub position_independent: bool,
     /// Link-time virtual address of the first loadable segment, page aligned.
     pub first_segment_vaddr: u64,
-    /// Source files, indexed by [`LineRow::file`].
+    /// Source files, indexed by the file index of each line entry.
     pub files: Vec<PathBuf>,
     /// Address -> the source lines that start there (file index, line).
     pub sites: BTreeMap<u64, Vec<(u32, u32)>>,

@@ -69,7 +69,7 @@ pub fn excerpt(console: &str) -> String {
 }
 
 /// Copies the console at `path` into `dir` as `console-<unix seconds>-<pid>.log`
-/// (keeping the newest [`KEPT_CONSOLES`]) and returns the copy's path.
+/// (keeping the newest `KEPT_CONSOLES`) and returns the copy's path.
 pub fn keep(path: &Path, dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let seconds = std::time::SystemTime::now()

@@ -106,10 +106,10 @@ pub fn execute(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Executi
 /// Runs `scenario` drawing every choice from `rng` and calling `hooks` at
 /// step boundaries. `seed` is only recorded in the report.
 ///
-/// The run's phases, in order: [`Executor::new`] (nothing exists yet),
-/// [`Executor::start`] (cgroups, workers, payloads), [`Executor::run_steps`]
+/// The run's phases, in order: `Executor::new` (nothing exists yet),
+/// `Executor::start` (cgroups, workers, payloads), `Executor::run_steps`
 /// (boundaries, ops, holds; samples are taken during holds),
-/// [`Executor::collect`] (payloads and workers stopped, cgroups removed),
+/// `Executor::collect` (payloads and workers stopped, cgroups removed),
 /// then the [`Execution`] is assembled from what was collected.
 pub fn execute_with(
     scenario: &Scenario,

@@ -66,7 +66,7 @@ pub enum InterruptAction {
 pub struct TraceConfig {
     /// The executable to launch (already resolved against PATH).
     pub program: PathBuf,
-    /// Its argv (argv[0] as the user wrote it).
+    /// Its argv (`argv[0]` as the user wrote it).
     pub argv: Vec<String>,
     /// Keep following processes after they exec another program (and cover
     /// the new program). Otherwise runq detaches from them at the exec.

@@ -69,7 +69,7 @@ pub struct PayloadSpec {
     pub bounds: Vec<MetricBound>,
     pub timeout: Duration,
     /// The program signals readiness with a ready marker (see
-    /// [`super::ready`]); not reaching it fails the payload.
+    /// [`crate::workload::ready`]); not reaching it fails the payload.
     pub ready_marker: bool,
     /// Run under runq's ptrace engine to record the full fork/exec tree.
     pub trace: bool,
