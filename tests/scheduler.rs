@@ -361,6 +361,13 @@ kill -INT $other; wait $other; wait_state disabled
         5000.0 * 1.5 + 6000.0,
     );
     assert_ejected(&guest, "sysrq", "disabled by sysrq-S", 5000.0);
+    // SysRq-S came once the workers existed: the kernel's time of it falls
+    // inside the run, and the check says when.
+    let sysrq = guest.report("sysrq");
+    let ejection = sysrq.scheduler.as_ref().unwrap().ejection.as_ref().unwrap();
+    assert!(ejection.at_ms > 0.0, "{ejection:#?}");
+    let summary = &check(&sysrq, "scheduler_attached").summary;
+    assert!(summary.contains("ms into the run, in step 1"), "{summary}");
     let details = check(&guest.report("throttle"), "scheduler_attached")
         .details
         .join("\n");

@@ -133,10 +133,10 @@ fn ejected(report: &SchedulerReport, ejection: &Ejection) -> CheckOutcome {
         ATTACHED,
         false,
         format!(
-            "{} was ejected {:.0} ms after attaching, in step {}: {reason}",
+            "{} was ejected {:.0} ms after attaching, {}: {reason}",
             name(report),
             ejection.after_attach_ms,
-            ejection.step
+            ejection.when()
         ),
     );
     let (stack, messages): (Vec<&String>, Vec<&String>) =
@@ -150,8 +150,7 @@ fn ejected(report: &SchedulerReport, ejection: &Ejection) -> CheckOutcome {
             .map(|d| format!("kernel: {d}")),
     );
     out.details.push(format!(
-        "at {:.0} ms into the run; it ended with {}; its output:",
-        ejection.at_ms,
+        "it ended with {}; its output:",
         ejection
             .exit
             .as_ref()

@@ -248,6 +248,18 @@ impl SchedulerRun {
         }
     }
 
+    /// The kernel log's time (microseconds of its clock) of our scheduler's
+    /// last disable line.
+    fn logged_disable_time(&self) -> Option<u64> {
+        let ops = self.report.ops.as_deref()?;
+        self.log.events.iter().rev().find_map(|e| match e {
+            ScxLogEvent::Disabled {
+                ops: name, usec, ..
+            } if name == ops => Some(*usec),
+            _ => None,
+        })
+    }
+
     /// Milliseconds between our scheduler's enabled and disabled lines in
     /// the kernel log (the kernel's own clock), when both were logged.
     fn logged_uptime(&self) -> Option<f64> {
@@ -256,12 +268,7 @@ impl SchedulerRun {
             ScxLogEvent::Enabled { ops: name, usec } if name == ops => Some(*usec),
             _ => None,
         })?;
-        let disabled = self.log.events.iter().rev().find_map(|e| match e {
-            ScxLogEvent::Disabled {
-                ops: name, usec, ..
-            } if name == ops => Some(*usec),
-            _ => None,
-        })?;
+        let disabled = self.logged_disable_time()?;
         Some(disabled.saturating_sub(enabled) as f64 / 1e3)
     }
 
@@ -427,6 +434,8 @@ impl SchedulerRun {
             .logged_disable()
             .map(|(r, d)| (r.to_owned(), d.to_vec()));
         let kernel_uptime = self.logged_uptime();
+        let logged_at = self.logged_disable_time().map(instant_of_log);
+        let origin = self.origin;
         let exit = self.report.exit;
         let tail = self.report.output_tail.clone();
         if let Some(ejection) = &mut self.report.ejection {
@@ -436,6 +445,9 @@ impl SchedulerRun {
             }
             if let Some(ms) = kernel_uptime {
                 ejection.after_attach_ms = ms;
+            }
+            if let Some(at) = logged_at {
+                ejection.at_ms = signed_ms_between(origin, at);
             }
             ejection.exit = exit;
             ejection.output_tail = tail;
@@ -481,4 +493,13 @@ fn instant_of_log(usec: u64) -> Instant {
 
 fn ms_between(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1e3
+}
+
+/// Like [`ms_between`], negative when `to` came first.
+fn signed_ms_between(from: Instant, to: Instant) -> f64 {
+    if to >= from {
+        ms_between(from, to)
+    } else {
+        -ms_between(to, from)
+    }
 }

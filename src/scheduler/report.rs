@@ -55,7 +55,10 @@ pub struct SchedulerReport {
 /// The moment the kernel ejected the scheduler.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ejection {
-    /// Milliseconds since the run's start, as captures count them.
+    /// Milliseconds since the run's start, as captures count them: the
+    /// kernel's own time of the ejection when it logged one, else when runq
+    /// noticed. Negative when it came before the run started (a scheduler
+    /// that starves runq itself).
     pub at_ms: f64,
     /// Milliseconds it stayed attached: between the kernel's enabled and
     /// disabled log lines when both were logged, else until runq noticed.
@@ -114,6 +117,19 @@ pub struct WorkerOnExt {
     pub on_ext: u32,
 }
 
+impl Ejection {
+    /// When it happened, in the run's terms: `1520 ms into the run, in step
+    /// 2`, or `before the run started` (a scheduler that starves every
+    /// task, runq included, is ejected before runq gets to start the run).
+    pub fn when(&self) -> String {
+        if self.at_ms < 0.0 {
+            format!("{:.0} ms before the run started", -self.at_ms)
+        } else {
+            format!("{:.0} ms into the run, in step {}", self.at_ms, self.step)
+        }
+    }
+}
+
 /// Counters shown per line in text (the JSON report has them all).
 const TEXT_COUNTERS: usize = 6;
 
@@ -167,9 +183,8 @@ impl SchedulerReport {
         if let Some(e) = &self.ejection {
             let _ = writeln!(
                 out,
-                "  ejected at {:.0} ms (step {}, {:.0} ms after attaching): {}",
-                e.at_ms,
-                e.step,
+                "  ejected {} ({:.0} ms after attaching): {}",
+                e.when(),
                 e.after_attach_ms,
                 if e.reason.is_empty() {
                     "no reason logged"
@@ -203,5 +218,26 @@ impl SchedulerReport {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ejection_before_the_run_started_says_so() {
+        let during = Ejection {
+            at_ms: 1520.4,
+            step: 2,
+            ..Ejection::default()
+        };
+        assert_eq!(during.when(), "1520 ms into the run, in step 2");
+        let before = Ejection {
+            at_ms: -48.0,
+            step: 1,
+            ..Ejection::default()
+        };
+        assert_eq!(before.when(), "48 ms before the run started");
     }
 }

@@ -83,15 +83,27 @@ fn render_result(out: &mut String, result: &CaseResult) {
         if let Some(ejection) = report.scheduler.as_ref().and_then(|s| s.ejection.as_ref()) {
             let _ = writeln!(
                 out,
-                "run {}: the scheduler was ejected {:.0} ms into the run (step {}, {} after attaching): {}",
+                "run {}: the scheduler was ejected {} ({:.0} ms after attaching): {}",
                 index + 1,
-                ejection.at_ms,
-                ejection.step,
-                format_args!("{:.0} ms", ejection.after_attach_ms),
-                if ejection.reason.is_empty() { "no reason logged" } else { &ejection.reason }
+                ejection.when(),
+                ejection.after_attach_ms,
+                if ejection.reason.is_empty() {
+                    "no reason logged"
+                } else {
+                    &ejection.reason
+                }
             );
-            for line in &ejection.details {
-                let _ = writeln!(out, "       {line}");
+            // The failed scheduler_attached check below quotes the kernel's
+            // lines; an expected failure has no such check to show them.
+            let quoted = report
+                .checks
+                .checks
+                .iter()
+                .any(|c| !c.passed && c.name == "scheduler_attached");
+            if !quoted {
+                for line in &ejection.details {
+                    let _ = writeln!(out, "       {line}");
+                }
             }
         }
         let failed: Vec<_> = report.checks.checks.iter().filter(|c| !c.passed).collect();
