@@ -39,6 +39,13 @@ fn cargo(args: &[&str]) -> Command {
     command
 }
 
+/// `cargo test --release -p scx-tests -- ARGS`: the example's harness.
+fn example_test(harness_args: &[&str]) -> Command {
+    let mut command = cargo(&["test", "--release", "-p", "scx-tests", "--"]);
+    command.args(harness_args);
+    command
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -56,18 +63,10 @@ fn have_nextest() -> bool {
 /// Whether this machine has what the example's VM cases need; prints why
 /// not otherwise.
 fn can_boot_the_example() -> bool {
-    let output = cargo(&[
-        "test",
-        "--release",
-        "-p",
-        "scx-tests",
-        "--",
-        "--list",
-        "--ignored",
-    ])
-    .env_remove("CI")
-    .output()
-    .expect("running cargo");
+    let output = example_test(&["--list", "--ignored"])
+        .env_remove("CI")
+        .output()
+        .expect("running cargo");
     assert!(output.status.success(), "{}", text(&output));
     // libtest's list lines are `NAME: test`; cargo adds summaries around them.
     let ignored = String::from_utf8_lossy(&output.stdout)
@@ -188,18 +187,11 @@ fn gauntlet_under_cargo_test_with_shared_boots_and_a_budget() {
     if !can_boot_the_example() {
         return;
     }
-    let output = cargo(&[
-        "test",
-        "--release",
-        "-p",
-        "scx-tests",
-        "--",
-        "--test-threads=1",
-    ])
-    .env("RUNQ_SHARED_BOOT", "1")
-    .env("RUNQ_BUDGET", BUDGET)
-    .output()
-    .expect("running cargo test");
+    let output = example_test(&["--test-threads=1"])
+        .env("RUNQ_SHARED_BOOT", "1")
+        .env("RUNQ_BUDGET", BUDGET)
+        .output()
+        .expect("running cargo test");
     let all = text(&output);
     let ran = outcomes(&all);
     let passed: Vec<&str> = ran.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
