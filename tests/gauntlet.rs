@@ -219,6 +219,17 @@ fn gauntlet_under_cargo_test_with_shared_boots_and_a_budget() {
         passed.iter().any(|n| n.starts_with("forced_ejection::")),
         "the expected failure ran and counted as a pass:\n{all}"
     );
+    // The table at the end: a row per test, the expected failure as xfail,
+    // the budget's leftovers as skip.
+    assert!(all.contains("runq: the gauntlet ("), "{all}");
+    let row = |test: &str| {
+        all.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{test} ")))
+            .unwrap_or_else(|| panic!("no row for {test}:\n{all}"))
+            .to_string()
+    };
+    assert!(row("forced_ejection").contains("xfail"), "{all}");
+    assert!(row("cpu_hogs_share_evenly").contains("skip"), "{all}");
     // The scheduler's own verdicts are not runq's to assert (scx_bpfland
     // under TCG on two host cores can leave a hog short on a NUMA
     // topology): a failing case must be a judged run, told in full, never

@@ -19,6 +19,8 @@ use super::budget::{self, Budget};
 use super::case::Case;
 use super::failure::{render, CaseRun};
 use super::host::{self, Skip};
+use super::matrix::{self, Cell, Entry};
+use super::outcome::CaseStatus;
 use super::shared::{self, SharedBoots};
 use super::{child, expand_all, registered};
 use crate::topology::Topology;
@@ -37,6 +39,7 @@ pub fn main() -> ! {
             }
             let conclusion = libtest_mimic::run(&args, trials);
             if !args.list && child::result_path().is_none() {
+                print_matrix();
                 print_boot_summary();
             }
             i32::from(conclusion.has_failed()) * 101
@@ -234,6 +237,7 @@ fn runner(
         if let Some(skip) = &skip {
             let run_anyway = skip.budget && forced;
             if !skip.applies(ci) {
+                matrix::record(Entry::of(&case, Cell::Failed));
                 return Err(format!(
                     "cannot run under CI=true (CI must provide it): {}",
                     skip.reason
@@ -241,6 +245,7 @@ fn runner(
                 .into());
             }
             if !run_anyway {
+                matrix::record(Entry::of(&case, Cell::Skipped));
                 return Ok(Completion::ignored_with(&skip.reason));
             }
         }
@@ -252,12 +257,29 @@ fn runner(
                 None => shared::run_alone(&case),
             }
         };
+        matrix::record(Entry::of(&case, cell_of(&run)));
         if run.passed() {
             Ok(Completion::Completed)
         } else {
             Err(render(&case, &run).into())
         }
     })
+}
+
+fn cell_of(run: &CaseRun) -> Cell {
+    match run.result.as_ref().map(|r| r.status) {
+        Some(CaseStatus::ExpectedFailure) => Cell::ExpectedFailure,
+        _ if run.passed() => Cell::Passed,
+        _ => Cell::Failed,
+    }
+}
+
+fn print_matrix() {
+    if let Some(table) = matrix::table() {
+        eprintln!(
+            "runq: the gauntlet (ok; xfail = failed as expected; FAIL; skip; - = not run here):\n{table}"
+        );
+    }
 }
 
 fn print_boot_summary() {

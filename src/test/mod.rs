@@ -31,6 +31,7 @@
 //! | `budget.rs` | `RUNQ_BUDGET`: the deterministic subset and its estimate |
 //! | `failure.rs` | how a failed case is told: checks, ejection, console, rerun |
 //! | `harness.rs` | the libtest command line, trials, skips |
+//! | `matrix.rs` | the table of how every case ended, test by (topology, profile) |
 //!
 //! Environment: `RUNQ_KERNEL` (overrides `kernel = ...`), `RUNQ_BUDGET`
 //! (e.g. `10m`), `RUNQ_SHARED_BOOT=1` (one boot per group of cases),
@@ -43,6 +44,7 @@ mod context;
 mod failure;
 mod harness;
 mod host;
+mod matrix;
 mod outcome;
 mod shared;
 mod vm_runner;
