@@ -32,9 +32,7 @@ fn opts(seed: u64) -> RunOptions {
 fn check<'a>(report: &'a RunReport, name: &str) -> &'a runq::check::CheckOutcome {
     report
         .checks
-        .checks
-        .iter()
-        .find(|c| c.name == name)
+        .get(name)
         .unwrap_or_else(|| panic!("no check {name} in\n{}", report.render_text()))
 }
 

@@ -183,9 +183,7 @@ fn guest(topology: &str, includes: &[PathBuf], script: &str) -> Guest {
 fn check<'a>(report: &'a RunReport, name: &str) -> &'a runq::check::CheckOutcome {
     report
         .checks
-        .checks
-        .iter()
-        .find(|c| c.name == name)
+        .get(name)
         .unwrap_or_else(|| panic!("no check {name} in {:#?}", report.checks))
 }
 

@@ -97,16 +97,15 @@ fn render_result(out: &mut String, result: &CaseResult) {
             // lines; an expected failure has no such check to show them.
             let quoted = report
                 .checks
-                .checks
-                .iter()
-                .any(|c| !c.passed && c.name == "scheduler_attached");
+                .get("scheduler_attached")
+                .is_some_and(|c| !c.passed);
             if !quoted {
                 for line in &ejection.details {
                     let _ = writeln!(out, "       {line}");
                 }
             }
         }
-        let failed: Vec<_> = report.checks.checks.iter().filter(|c| !c.passed).collect();
+        let failed: Vec<_> = report.checks.failed().collect();
         if failed.is_empty() {
             continue;
         }

@@ -122,13 +122,8 @@ pub fn judge(
 ) -> CaseResult {
     let (failed, message) = match outcome {
         Outcome::Report(report) => {
-            let failed_checks: Vec<&str> = report
-                .checks
-                .checks
-                .iter()
-                .filter(|c| !c.passed)
-                .map(|c| c.name.as_str())
-                .collect();
+            let failed_checks: Vec<&str> =
+                report.checks.failed().map(|c| c.name.as_str()).collect();
             let failed = !report.checks.passed;
             let message = failed.then(|| format!("checks failed: {}", failed_checks.join(", ")));
             if reports.last() != Some(&*report) {
