@@ -437,24 +437,21 @@ fn compare_cgroups(a: &RunReport, b: &RunReport) -> String {
         let cb = b.stats.per_cgroup.iter().find(|c| c.name == name);
         let it = |c: Option<&CgroupStats>| c.map(|c| c.iterations as f64);
         let cpu = |c: Option<&CgroupStats>| c.map(|c| c.cpu_time_ms);
-        let _ = writeln!(
-            out,
-            "{:22}  {:>16}  {:>16}  {:>8}",
-            format!("{name} iterations"),
-            opt(it(ca), "", 0),
-            opt(it(cb), "", 0),
-            change(it(ca), it(cb))
-        );
-        let _ = writeln!(
-            out,
-            "{:22}  {:>16}  {:>16}  {:>8}",
-            format!("{name} cpu ms"),
-            opt(cpu(ca), "", 1),
-            opt(cpu(cb), "", 1),
-            change(cpu(ca), cpu(cb))
-        );
+        number_row(&mut out, &format!("{name} iterations"), it(ca), it(cb), 0);
+        number_row(&mut out, &format!("{name} cpu ms"), cpu(ca), cpu(cb), 1);
     }
     out
+}
+
+/// One compared number: A, B (with `decimals`) and how B differs.
+fn number_row(out: &mut String, name: &str, a: Option<f64>, b: Option<f64>, decimals: usize) {
+    let _ = writeln!(
+        out,
+        "{name:22}  {:>16}  {:>16}  {:>8}",
+        opt(a, "", decimals),
+        opt(b, "", decimals),
+        change(a, b)
+    );
 }
 
 /// One row per check of either run: both verdicts, marked when they differ.
@@ -486,8 +483,12 @@ pub fn compare(a: &RunReport, b: &RunReport) -> String {
         format!("B {}", b.scenario),
         "B/A"
     );
+    let _ = writeln!(
+        out,
+        "{:22}  {:>16}  {:>16}",
+        "kernel", a.kernel_release, b.kernel_release
+    );
     let rows: Vec<(&str, Option<f64>, Option<f64>, usize)> = vec![
-        ("kernel", None, None, 0),
         (
             "workers",
             Some(a.stats.workers as f64),
@@ -527,21 +528,7 @@ pub fn compare(a: &RunReport, b: &RunReport) -> String {
         ),
     ];
     for (name, va, vb, decimals) in rows {
-        if name == "kernel" {
-            let _ = writeln!(
-                out,
-                "{name:22}  {:>16}  {:>16}",
-                a.kernel_release, b.kernel_release
-            );
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "{name:22}  {:>16}  {:>16}  {:>8}",
-            opt(va, "", decimals),
-            opt(vb, "", decimals),
-            change(va, vb)
-        );
+        number_row(&mut out, name, va, vb, decimals);
     }
     out.push_str(&compare_cgroups(a, b));
     out.push_str(&compare_checks(a, b));
