@@ -234,30 +234,19 @@ impl SchedulerRun {
         }
     }
 
-    /// The kernel logged our scheduler's disable.
-    fn logged_disable(&self) -> Option<(&str, &[String])> {
+    /// The kernel logged our scheduler's disable: its reason, detail lines
+    /// and time (microseconds of the kernel's clock).
+    fn logged_disable(&self) -> Option<(&str, &[String], u64)> {
         let ops = self.report.ops.as_deref()?;
         match self.log.last_disable() {
             Some(ScxLogEvent::Disabled {
                 ops: name,
                 reason,
                 details,
-                ..
-            }) if name == ops => Some((reason, details)),
+                usec,
+            }) if name == ops => Some((reason, details, *usec)),
             _ => None,
         }
-    }
-
-    /// The kernel log's time (microseconds of its clock) of our scheduler's
-    /// last disable line.
-    fn logged_disable_time(&self) -> Option<u64> {
-        let ops = self.report.ops.as_deref()?;
-        self.log.events.iter().rev().find_map(|e| match e {
-            ScxLogEvent::Disabled {
-                ops: name, usec, ..
-            } if name == ops => Some(*usec),
-            _ => None,
-        })
     }
 
     /// Milliseconds between our scheduler's enabled and disabled lines in
@@ -268,7 +257,7 @@ impl SchedulerRun {
             ScxLogEvent::Enabled { ops: name, usec } if name == ops => Some(*usec),
             _ => None,
         })?;
-        let disabled = self.logged_disable_time()?;
+        let (_, _, disabled) = self.logged_disable()?;
         Some(disabled.saturating_sub(enabled) as f64 / 1e3)
     }
 
@@ -432,22 +421,19 @@ impl SchedulerRun {
         self.report.output_tail = self.child.tail_text();
         let logged = self
             .logged_disable()
-            .map(|(r, d)| (r.to_owned(), d.to_vec()));
+            .map(|(r, d, usec)| (r.to_owned(), d.to_vec(), instant_of_log(usec)));
         let kernel_uptime = self.logged_uptime();
-        let logged_at = self.logged_disable_time().map(instant_of_log);
         let origin = self.origin;
         let exit = self.report.exit;
         let tail = self.report.output_tail.clone();
         if let Some(ejection) = &mut self.report.ejection {
-            if let Some((reason, details)) = logged {
+            if let Some((reason, details, at)) = logged {
                 ejection.reason = reason;
                 ejection.details = details;
+                ejection.at_ms = signed_ms_between(origin, at);
             }
             if let Some(ms) = kernel_uptime {
                 ejection.after_attach_ms = ms;
-            }
-            if let Some(at) = logged_at {
-                ejection.at_ms = signed_ms_between(origin, at);
             }
             ejection.exit = exit;
             ejection.output_tail = tail;
