@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::{output_text as text, runq};
+use common::{output_text as text, output_within, runq};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -31,9 +31,8 @@ fn chromium_available() -> bool {
 /// Runs headless Chromium with the isolation flags plus `args`, killing it
 /// after 90 s. Its output goes to files (its logging can fill a pipe).
 fn chromium(profile: &Path, args: &[String]) -> Output {
-    let out_path = profile.join("stdout.txt");
-    let err_path = profile.join("stderr.txt");
-    let mut child = Command::new(CHROMIUM)
+    let mut command = Command::new(CHROMIUM);
+    command
         .args([
             "--headless",
             "--no-sandbox",
@@ -51,28 +50,8 @@ fn chromium(profile: &Path, args: &[String]) -> Output {
             profile.join("profile").display()
         ))
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("start chromium");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out_path).unwrap(),
-        stderr: std::fs::read(&err_path).unwrap(),
-    }
+        .stdin(Stdio::null());
+    output_within(command, Duration::from_secs(90), "chromium")
 }
 
 fn attribute<'a>(dom: &'a str, name: &str) -> &'a str {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const RUNQ: &str = env!("CARGO_BIN_EXE_runq");
 
 fn fixture_source(name: &str) -> PathBuf {
@@ -65,36 +67,8 @@ fn trace(dir: &Path, flags: &[&str], cmd: &[&str]) -> Traced {
 
 /// Runs `command` to completion, failing the test (after killing runq, whose
 /// tracees then die by PTRACE_O_EXITKILL) if it takes longer than `limit`.
-fn output_within(mut command: Command, limit: Duration) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let stdout_path = dir.path().join("stdout");
-    let stderr_path = dir.path().join("stderr");
-    // Files, not pipes: a traced process left running must not block us.
-    let mut child = command
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "runq did not finish within {limit:?}; stderr:\n{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&stdout_path).unwrap(),
-        stderr: std::fs::read(&stderr_path).unwrap(),
-    }
+fn output_within(command: Command, limit: Duration) -> Output {
+    common::output_within(command, limit, "runq")
 }
 
 fn finish(output: Output, json_path: &Path, lcov_path: &Path) -> Traced {

@@ -6,12 +6,14 @@
 //! | [`runq_roots`], [`runq_roots_of`] | finding `runq-<pid>` cgroup roots left behind, at every level of every mounted hierarchy |
 //! | [`skip`] | reporting a test that cannot run here loudly (and failing it under `CI=true`) |
 //! | [`runq`], [`output_text`] | running the runq binary and showing what it printed |
+//! | [`output_within`] | running a command with a time limit, its output in files |
 //! | [`StopWorker`] | step hooks that SIGSTOP worker 0 for the middle step |
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -129,5 +131,40 @@ impl ExecutorHooks for StopWorker {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Runs `command` to completion, failing the test (after killing and
+/// reaping it) if it takes longer than `limit`; `what` names it then.
+/// Output goes to files, not pipes: a chatty program, or a process left
+/// running that holds a pipe open, must not block the test.
+pub fn output_within(mut command: Command, limit: Duration, what: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    let mut child = command
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not finish within {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&stdout_path).unwrap(),
+        stderr: std::fs::read(&stderr_path).unwrap(),
     }
 }
