@@ -177,7 +177,19 @@ fn exploring_policies_in_a_window_of_two() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let r = &report["report"];
     assert_eq!(r["window"], 2, "{stdout}");
-    assert_eq!(r["timelines"], 4, "{stdout}");
+    // The window was used and held: a fork point's two children ran at once,
+    // never more. How many fork points the root finds depends on which
+    // checks the CPU time let it judge, so the energy may not all be spent;
+    // what was spent is exactly the timelines started, within the budget.
+    assert_eq!(r["max_live_children"], 2, "{stdout}");
+    let timelines = r["timelines"].as_u64().unwrap();
+    assert!(timelines >= r["roots"].as_u64().unwrap() + 2, "{stdout}");
+    assert!(timelines <= 4, "{stdout}");
+    assert_eq!(
+        timelines + r["energy_left"].as_u64().unwrap(),
+        4,
+        "{stdout}"
+    );
     // Seed 1 plans all four situations; whether a weight `always` is judged
     // depends on the CPU the workers got (a loaded host may leave them too
     // little), but none may fail.
